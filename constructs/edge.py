@@ -1,0 +1,320 @@
+"""The edge: internet-facing ALB, WAF, access logs and the listener rules of the design brief.
+
+Routing (HTTPS listener; port 80 only redirects to HTTPS):
+
+    /oauth2/*        -> binder, behind authenticate-cognito
+    /  and  /app/*   -> agent,  behind authenticate-cognito
+    /api/*           -> agent,  no ALB auth (callers send a Cognito bearer token)
+    anything else    -> fixed 404
+
+`/internal/*` has no rule, so it falls to the 404 default; the binder also serves its internal
+API on a separate port that only the agent's security group can reach, so no ALB rule could
+expose it by mistake.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, Duration, Names, RemovalPolicy, Stack
+from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_elasticloadbalancingv2_actions as elbv2_actions
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_wafv2 as wafv2
+from constructs import Construct
+
+from constructs.hardened_service import HardenedFargateService
+from constructs.log_encryption import EncryptedLogs
+from constructs.nag import acknowledge
+from constructs.user_directory import UserDirectory
+
+# Paths whose first request signs the browser in through Cognito.
+BROWSER_AGENT_PATHS = ("/", "/app/*")
+BINDER_PATHS = ("/oauth2/*",)
+API_PATHS = ("/api/*",)
+
+
+class Edge(Construct):
+    """ALB + WAF + rules.
+
+    Props:
+    - vpc: the VPC whose public subnets hold the ALB (required).
+    - certificate: ACM certificate for the HTTPS listener (required).
+    - directory: the `UserDirectory` for authenticate-cognito (required).
+    - agent / binder: the two `HardenedFargateService`s to route to (required).
+    - logs: `EncryptedLogs` for the WAF log group (required).
+    - log_retention_days: lifetime of ALB access log objects (default 365).
+    - waf_rate_limit: requests per 5 minutes per client IP before WAF blocks (default 1000).
+    - session_timeout: ALB authentication session lifetime (default 8 hours).
+    - ssl_policy: TLS policy of the HTTPS listener (default TLS 1.3 and 1.2 only).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc,
+        certificate: acm.ICertificate,
+        directory: UserDirectory,
+        agent: HardenedFargateService,
+        binder: HardenedFargateService,
+        logs: EncryptedLogs,
+        log_retention_days: int = 365,
+        waf_rate_limit: int = 1000,
+        session_timeout: Duration = Duration.hours(8),
+        ssl_policy: elbv2.SslPolicy = elbv2.SslPolicy.RECOMMENDED_TLS,
+    ) -> None:
+        super().__init__(scope, construct_id)
+
+        self.access_logs_bucket = self._log_bucket(log_retention_days)
+
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "SecurityGroup",
+            vpc=vpc,
+            description="Public ALB: HTTPS (and HTTP, redirected) from the internet",
+            allow_all_outbound=False,
+        )
+        for port in (443, 80):
+            self.security_group.add_ingress_rule(
+                ec2.Peer.any_ipv4(), ec2.Port.tcp(port), f"Public web entry point ({port})"
+            )
+        acknowledge(
+            self.security_group,
+            ("AwsSolutions::AwsSolutions-EC23",),
+            "This is the internet-facing load balancer of a public web application: ports 443 "
+            "and 80 (redirect only) must accept any client address; WAF filters the traffic.",
+        )
+
+        self.load_balancer = elbv2.ApplicationLoadBalancer(
+            self,
+            "LoadBalancer",
+            vpc=vpc,
+            internet_facing=True,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
+            security_group=self.security_group,
+            drop_invalid_header_fields=True,
+            desync_mitigation_mode=elbv2.DesyncMitigationMode.STRICTEST,
+            deletion_protection=True,
+            http2_enabled=True,
+            idle_timeout=Duration.seconds(60),
+        )
+        self.load_balancer.log_access_logs(self.access_logs_bucket, prefix="alb")
+
+        self.http_listener = self.load_balancer.add_listener(
+            "Http",
+            port=80,
+            protocol=elbv2.ApplicationProtocol.HTTP,
+            default_action=elbv2.ListenerAction.redirect(
+                protocol="HTTPS", port="443", permanent=True
+            ),
+        )
+        acknowledge(
+            self.http_listener,
+            (
+                "NIST.800.53.R5::NIST.800.53.R5-ELBv2ACMCertificateRequired",
+                "HIPAA.Security::HIPAA.Security-ELBv2ACMCertificateRequired",
+                "PCI.DSS.321::PCI.DSS.321-ELBv2ACMCertificateRequired",
+            ),
+            "The port 80 listener only answers with a permanent redirect to HTTPS: it serves no "
+            "content and an HTTP listener cannot hold a certificate. Port 443 uses ACM.",
+        )
+        self.https_listener = self.load_balancer.add_listener(
+            "Https",
+            port=443,
+            protocol=elbv2.ApplicationProtocol.HTTPS,
+            certificates=[elbv2.ListenerCertificate.from_certificate_manager(certificate)],
+            ssl_policy=ssl_policy,
+            default_action=elbv2.ListenerAction.fixed_response(
+                404, content_type="text/plain", message_body="Not found"
+            ),
+        )
+
+        self.agent_target_group = agent.new_target_group(self, "AgentTargets")
+        self.binder_target_group = binder.new_target_group(self, "BinderTargets")
+
+        def signed_in(target_group: elbv2.ApplicationTargetGroup) -> elbv2.ListenerAction:
+            return elbv2_actions.AuthenticateCognitoAction(
+                user_pool=directory.user_pool,
+                user_pool_client=directory.alb_client,
+                user_pool_domain=directory.domain,
+                scope="openid email",
+                session_timeout=session_timeout,
+                on_unauthenticated_request=elbv2.UnauthenticatedAction.AUTHENTICATE,
+                next=elbv2.ListenerAction.forward([target_group]),
+            )
+
+        self.https_listener.add_action(
+            "Binder",
+            priority=10,
+            conditions=[elbv2.ListenerCondition.path_patterns(list(BINDER_PATHS))],
+            action=signed_in(self.binder_target_group),
+        )
+        self.https_listener.add_action(
+            "AgentBrowser",
+            priority=20,
+            conditions=[elbv2.ListenerCondition.path_patterns(list(BROWSER_AGENT_PATHS))],
+            action=signed_in(self.agent_target_group),
+        )
+        self.https_listener.add_action(
+            "AgentApi",
+            priority=30,
+            conditions=[elbv2.ListenerCondition.path_patterns(list(API_PATHS))],
+            action=elbv2.ListenerAction.forward([self.agent_target_group]),
+        )
+        # Targets accept the ALB on their HTTP port only.
+        for service in (agent, binder):
+            service.security_group.add_ingress_rule(
+                self.security_group, ec2.Port.tcp(service.container_port), "From the ALB"
+            )
+            self.security_group.add_egress_rule(
+                service.security_group, ec2.Port.tcp(service.container_port), "To the service"
+            )
+        agent.scale_on_requests(self.agent_target_group)
+        binder.scale_on_requests(self.binder_target_group)
+
+        self.web_acl = self._web_acl(waf_rate_limit, logs)
+
+    def _log_bucket(self, retention_days: int) -> s3.Bucket:
+        common = dict(
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    expiration=Duration.days(retention_days),
+                    noncurrent_version_expiration=Duration.days(30),
+                    abort_incomplete_multipart_upload_after=Duration.days(7),
+                )
+            ],
+        )
+        server_access_logs = s3.Bucket(
+            self,
+            "ServerAccessLogs",
+            # S3 server access logging delivers with SSE-S3 only.
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            **common,
+        )
+        bucket = s3.Bucket(
+            self,
+            "AccessLogs",
+            # ALB access log delivery supports SSE-S3 only, not SSE-KMS.
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            server_access_logs_bucket=server_access_logs,
+            server_access_logs_prefix="alb-access-logs/",
+            **common,
+        )
+        for b in (bucket, server_access_logs):
+            acknowledge(
+                b,
+                (
+                    "NIST.800.53.R5::NIST.800.53.R5-S3DefaultEncryptionKMS",
+                    "HIPAA.Security::HIPAA.Security-S3DefaultEncryptionKMS",
+                    "PCI.DSS.321::PCI.DSS.321-S3DefaultEncryptionKMS",
+                ),
+                "Elastic Load Balancing access logs and S3 server access logs are delivered "
+                "only to buckets encrypted with SSE-S3 (AES-256); SSE-KMS is not supported.",
+            )
+            acknowledge(
+                b,
+                (
+                    "NIST.800.53.R5::NIST.800.53.R5-S3BucketReplicationEnabled",
+                    "HIPAA.Security::HIPAA.Security-S3BucketReplicationEnabled",
+                    "PCI.DSS.321::PCI.DSS.321-S3BucketReplicationEnabled",
+                ),
+                "Access logs are retained, versioned and expire by lifecycle in this region; "
+                "cross-region replication would need a second region this single-region "
+                "reference deployment does not have.",
+            )
+        return bucket
+
+    def _web_acl(self, rate_limit: int, logs: EncryptedLogs) -> wafv2.CfnWebACL:
+        def visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
+            return wafv2.CfnWebACL.VisibilityConfigProperty(
+                cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
+            )
+
+        def managed(name: str, priority: int, **overrides: object) -> wafv2.CfnWebACL.RuleProperty:
+            return wafv2.CfnWebACL.RuleProperty(
+                name=name,
+                priority=priority,
+                override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
+                statement=wafv2.CfnWebACL.StatementProperty(
+                    managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
+                        vendor_name="AWS", name=name, **overrides
+                    )
+                ),
+                visibility_config=visibility(name),
+            )
+
+        acl = wafv2.CfnWebACL(
+            self,
+            "WebAcl",
+            scope="REGIONAL",
+            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            visibility_config=visibility("secure-agents-web-acl"),
+            rules=[
+                wafv2.CfnWebACL.RuleProperty(
+                    name="RateLimitPerIp",
+                    priority=0,
+                    action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+                    statement=wafv2.CfnWebACL.StatementProperty(
+                        rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                            limit=rate_limit, aggregate_key_type="IP"
+                        )
+                    ),
+                    visibility_config=visibility("RateLimitPerIp"),
+                ),
+                managed("AWSManagedRulesAmazonIpReputationList", 1),
+                managed(
+                    "AWSManagedRulesCommonRuleSet",
+                    2,
+                    # Chat requests carry a bounded transcript larger than the rule's 8 KB;
+                    # the agent enforces its own body limit (413).
+                    rule_action_overrides=[
+                        wafv2.CfnWebACL.RuleActionOverrideProperty(
+                            name="SizeRestrictions_BODY",
+                            action_to_use=wafv2.CfnWebACL.RuleActionProperty(count={}),
+                        )
+                    ],
+                ),
+                managed("AWSManagedRulesKnownBadInputsRuleSet", 3),
+            ],
+        )
+        wafv2.CfnWebACLAssociation(
+            self,
+            "WebAclAssociation",
+            resource_arn=self.load_balancer.load_balancer_arn,
+            web_acl_arn=acl.attr_arn,
+        )
+        # WAF requires the log group name to start with aws-waf-logs-.
+        waf_log_name = f"aws-waf-logs-{Names.unique_id(self).lower()[-40:]}"
+        logs.log_group(self, "WafLogs", name=waf_log_name)
+        wafv2.CfnLoggingConfiguration(
+            self,
+            "WafLogging",
+            resource_arn=acl.attr_arn,
+            # WAF wants the log group ARN without the trailing ":*" of `log_group_arn`.
+            log_destination_configs=[
+                Stack.of(self).format_arn(
+                    service="logs",
+                    resource="log-group",
+                    resource_name=waf_log_name,
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                )
+            ],
+            # Bearer tokens, session cookies, OAuth codes and states never reach the logs.
+            redacted_fields=[
+                wafv2.CfnLoggingConfiguration.FieldToMatchProperty(
+                    single_header={"Name": "authorization"}
+                ),
+                wafv2.CfnLoggingConfiguration.FieldToMatchProperty(
+                    single_header={"Name": "cookie"}
+                ),
+                wafv2.CfnLoggingConfiguration.FieldToMatchProperty(query_string={}),
+            ],
+        )
+        return acl

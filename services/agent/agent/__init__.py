@@ -1,0 +1,1 @@
+"""Agent: acts in third-party systems with delegated, user-scoped tokens."""

@@ -1,0 +1,25 @@
+"""Entry point of the agent image: `python -m agent`."""
+
+from __future__ import annotations
+
+import sys
+
+from svc_common import jsonlog
+from svc_common.serve import serve
+from svc_common.settings import SettingsError
+
+from agent.app import create_app
+from agent.settings import Settings
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        sys.exit(f"agent: configuration error: {exc}")
+    jsonlog.configure("agent", settings.server.log_level)
+    serve(create_app(settings), host=settings.server.bind_host, ports=[settings.port])
+
+
+if __name__ == "__main__":
+    main()

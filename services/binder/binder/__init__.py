@@ -1,0 +1,1 @@
+"""Binder: the session-binding OAuth broker and token vault (see services/binder/README.md)."""

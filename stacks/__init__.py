@@ -1,0 +1,1 @@
+"""The stacks of the app: network, identity (stateful) and services (stateless)."""

@@ -1,0 +1,408 @@
+"""The one typed configuration object of the CDK app, and its validation.
+
+`app.py` is the only place that reads CDK context; it hands the raw values to
+`AppConfig.from_context`, which returns a frozen, validated object or raises `ConfigError`
+naming the context key and the expected form. Every key is documented in README.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+# Built-in third-party providers the binder knows (issue 3 holds their endpoints and quirks).
+BUILTIN_PROVIDERS = ("github", "google", "microsoft", "salesforce", "atlassian", "slack")
+# Generic provider kinds, configured with explicit endpoints or an OIDC discovery document.
+GENERIC_PROVIDER_KINDS = ("oidc", "oauth2")
+
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+)
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+_AZ = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$")
+_DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_CERT_ARN = re.compile(r"^arn:aws[a-z-]*:acm:([a-z0-9-]+):(\d{12}):certificate/[0-9a-f-]{36}$")
+_HOSTED_ZONE_ID = re.compile(r"^Z[A-Z0-9]{1,31}$")
+_COGNITO_PREFIX = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
+_VAULT_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+=.@-]{0,39}$")
+_STACK_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,39}$")
+_MODEL_ID = re.compile(r"^[a-z0-9-]+\.[A-Za-z0-9.:_-]+$")
+# Cross-region inference profiles are the model ID with a geography prefix.
+_PROFILE_PREFIX = re.compile(r"^(us|us-gov|eu|apac|jp|au|ca)\.")
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._~:@/+=-]{1,256}$")
+
+
+class ConfigError(ValueError):
+    """A context value is missing or malformed. The message names the key and the expected form."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProviderConfig:
+    """One third-party provider users may connect; its client secret lives in Secrets Manager."""
+
+    name: str
+    kind: str
+    client_id: str
+    # Microsoft Entra tenant ("common", "organizations" or a tenant ID); None for other kinds.
+    tenant: str | None = None
+    # OIDC issuer for kind "oidc" (discovery at {issuer}/.well-known/openid-configuration).
+    issuer: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BedrockModel:
+    """A model the agent may invoke: a foundation model or a cross-region inference profile."""
+
+    model_id: str
+
+    @property
+    def is_inference_profile(self) -> bool:
+        return bool(_PROFILE_PREFIX.match(self.model_id))
+
+    @property
+    def foundation_model_id(self) -> str:
+        return _PROFILE_PREFIX.sub("", self.model_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppConfig:
+    account: str
+    region: str
+    availability_zones: tuple[str, str]
+    stack_prefix: str
+    domain_name: str
+    certificate_arn: str | None
+    hosted_zone_id: str | None
+    hosted_zone_name: str | None
+    cognito_domain_prefix: str
+    allowed_return_origins: tuple[str, ...]
+    api_client_callback_urls: tuple[str, ...]
+    providers: tuple[ProviderConfig, ...]
+    bedrock_models: tuple[BedrockModel, ...]
+    bedrock_inference_regions: tuple[str, ...]
+    agent_desired_count: int
+    binder_desired_count: int
+    max_task_count: int
+    nat_gateways: int
+    vault_prefix: str
+    log_retention_days: int
+    waf_rate_limit: int
+    alarm_email: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def callback_url(self) -> str:
+        """The ALB's Cognito callback (authenticate-cognito handles this path itself)."""
+        return f"https://{self.domain_name}/oauth2/idpresponse"
+
+    def provider_callback_url(self, provider: str) -> str:
+        """One callback per provider: the mix-up defence for providers that send no `iss`."""
+        return f"https://{self.domain_name}/oauth2/callback/{provider}"
+
+    @classmethod
+    def from_context(cls, get: Callable[[str], Any]) -> AppConfig:
+        """Build the config from a context getter (`app.node.try_get_context`)."""
+        region = _required_str(get, "region", _REGION, "an AWS region such as us-east-1")
+        account = _required_str(get, "account", _ACCOUNT, "a 12-digit AWS account ID")
+        azs = get("availability_zones")
+        if azs is None:
+            zones: tuple[str, str] = (f"{region}a", f"{region}b")
+        else:
+            items = _str_list(azs, "availability_zones", "two availability zones of the region")
+            if len(items) != 2 or len(set(items)) != 2:
+                raise ConfigError(
+                    "context key 'availability_zones': expected two distinct availability "
+                    f"zones of {region}, e.g. [\"{region}a\", \"{region}b\"]"
+                )
+            for zone in items:
+                if not _AZ.match(zone) or not zone.startswith(region):
+                    raise ConfigError(
+                        f"context key 'availability_zones': '{zone}' is not an availability "
+                        f"zone of {region} (expected e.g. {region}a)"
+                    )
+            zones = (items[0], items[1])
+
+        certificate_arn = _optional_str(get, "certificate_arn")
+        hosted_zone_id = _optional_str(get, "hosted_zone_id")
+        hosted_zone_name = _optional_str(get, "hosted_zone_name")
+        if certificate_arn is not None:
+            match = _CERT_ARN.match(certificate_arn)
+            if not match:
+                raise ConfigError(
+                    "context key 'certificate_arn': expected "
+                    "arn:aws:acm:<region>:<12-digit account>:certificate/<uuid>"
+                )
+            if match.group(1) != region:
+                raise ConfigError(
+                    f"context key 'certificate_arn': the certificate must be in the stack's "
+                    f"region ({region}), not {match.group(1)}"
+                )
+        if (hosted_zone_id is None) != (hosted_zone_name is None):
+            raise ConfigError(
+                "context keys 'hosted_zone_id' and 'hosted_zone_name' go together: set both or "
+                "neither"
+            )
+        if hosted_zone_id is not None and not _HOSTED_ZONE_ID.match(hosted_zone_id):
+            raise ConfigError(
+                "context key 'hosted_zone_id': expected a Route 53 hosted zone ID such as "
+                "Z0123456789ABCDEFGHIJ"
+            )
+        if certificate_arn is None and hosted_zone_id is None:
+            raise ConfigError(
+                "set context key 'certificate_arn' (an ACM certificate for the domain) or "
+                "'hosted_zone_id' + 'hosted_zone_name' (a DNS-validated certificate is created)"
+            )
+        domain = _required_str(get, "domain_name", _DOMAIN, "a DNS name such as agents.example.com")
+        if hosted_zone_name is not None:
+            zone_name = hosted_zone_name.rstrip(".").lower()
+            if domain != zone_name and not domain.endswith("." + zone_name):
+                raise ConfigError(
+                    f"context key 'domain_name': {domain} is not inside hosted zone {zone_name}"
+                )
+
+        return cls(
+            account=account,
+            region=region,
+            availability_zones=zones,
+            stack_prefix=_optional_pattern(
+                get, "stack_prefix", _STACK_PREFIX, "letters and digits, starting with a letter"
+            )
+            or "SecureAgents",
+            domain_name=domain,
+            certificate_arn=certificate_arn,
+            hosted_zone_id=hosted_zone_id,
+            hosted_zone_name=hosted_zone_name.rstrip(".").lower() if hosted_zone_name else None,
+            cognito_domain_prefix=_required_str(
+                get,
+                "cognito_domain_prefix",
+                _COGNITO_PREFIX,
+                "lower-case letters, digits and hyphens, unique in the region (the hosted "
+                "sign-in page is https://<prefix>.auth.<region>.amazoncognito.com)",
+            ),
+            allowed_return_origins=_origins(get("allowed_return_origins")),
+            api_client_callback_urls=_callback_urls(get("api_client_callback_urls")),
+            providers=_providers(get("providers")),
+            bedrock_models=_models(get("bedrock_model_ids")),
+            bedrock_inference_regions=_regions(get("bedrock_inference_regions"), region),
+            agent_desired_count=_int(get, "agent_desired_count", 2, 1, 20),
+            binder_desired_count=_int(get, "binder_desired_count", 2, 1, 20),
+            max_task_count=_int(get, "max_task_count", 6, 1, 100),
+            nat_gateways=_int(get, "nat_gateways", 2, 1, 2),
+            vault_prefix=_optional_pattern(
+                get,
+                "vault_prefix",
+                _VAULT_PREFIX,
+                "1-40 characters of letters, digits and _+=.@- (no slash)",
+            )
+            or "agent-token-vault",
+            log_retention_days=_retention(get("log_retention_days")),
+            waf_rate_limit=_int(get, "waf_rate_limit", 1000, 10, 2_000_000_000),
+            alarm_email=_email(get("alarm_email")),
+            tags=_tags(get("tags")),
+        )._checked()
+
+    def _checked(self) -> AppConfig:
+        if self.max_task_count < max(self.agent_desired_count, self.binder_desired_count):
+            raise ConfigError(
+                "context key 'max_task_count' must be at least 'agent_desired_count' and "
+                "'binder_desired_count'"
+            )
+        return self
+
+
+def _required_str(get: Callable[[str], Any], key: str, pattern: re.Pattern[str], form: str) -> str:
+    value = get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"context key '{key}' is required: expected {form}")
+    value = value.strip()
+    if not pattern.match(value):
+        raise ConfigError(f"context key '{key}': expected {form}, got '{value}'")
+    return value
+
+
+def _optional_str(get: Callable[[str], Any], key: str) -> str | None:
+    value = get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"context key '{key}': expected a string")
+    return value.strip()
+
+
+def _optional_pattern(
+    get: Callable[[str], Any], key: str, pattern: re.Pattern[str], form: str
+) -> str | None:
+    value = _optional_str(get, key)
+    if value is not None and not pattern.match(value):
+        raise ConfigError(f"context key '{key}': expected {form}, got '{value}'")
+    return value
+
+
+def _int(get: Callable[[str], Any], key: str, default: int, low: int, high: int) -> int:
+    value = get(key)
+    if value is None:
+        return default
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)  # `cdk -c key=3` passes strings
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"context key '{key}': expected an integer from {low} to {high}")
+    return value
+
+
+def _str_list(value: Any, key: str, form: str) -> list[str]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"context key '{key}': expected a list of {form}")
+    return list(value)
+
+
+def _origins(value: Any) -> tuple[str, ...]:
+    key = "allowed_return_origins"
+    form = "https origins such as https://app.example.com (scheme and host, no path)"
+    origins = [] if value is None else _str_list(value, key, form)
+    for origin in origins:
+        parts = urlsplit(origin)
+        if (
+            parts.scheme != "https"
+            or not parts.hostname
+            or parts.path not in ("",)
+            or parts.query
+            or parts.fragment
+            or parts.username
+            or parts.password
+        ):
+            raise ConfigError(f"context key '{key}': '{origin}' is not one of {form}")
+    return tuple(origins)
+
+
+def _callback_urls(value: Any) -> tuple[str, ...]:
+    key = "api_client_callback_urls"
+    form = "https URLs, or http://localhost URLs for command-line clients"
+    urls = ["http://localhost:8765/callback"] if value is None else _str_list(value, key, form)
+    if not urls:
+        raise ConfigError(f"context key '{key}': expected at least one of {form}")
+    for url in urls:
+        parts = urlsplit(url)
+        local = parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1")
+        if not (parts.scheme == "https" or local) or not parts.hostname or parts.fragment:
+            raise ConfigError(f"context key '{key}': '{url}' is not one of {form}")
+    return tuple(urls)
+
+
+def _providers(value: Any) -> tuple[ProviderConfig, ...]:
+    key = "providers"
+    form = (
+        '{"<name>": {"client_id": "..."}} where <name> is one of '
+        + ", ".join(BUILTIN_PROVIDERS)
+        + ', or any name with "kind": "oidc" (plus "issuer") or "oauth2"'
+    )
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"context key '{key}': expected {form}")
+    providers = []
+    for name, spec in value.items():
+        where = f"context key '{key}.{name}'"
+        if not isinstance(name, str) or not _PROVIDER_NAME.match(name):
+            raise ConfigError(
+                f"{where}: provider names are 2-31 lower-case letters, digits or hyphens"
+            )
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"{where}: expected an object such as {{\"client_id\": \"...\"}}")
+        unknown = set(spec) - {"client_id", "kind", "tenant", "issuer"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        kind = spec.get("kind", name)
+        if kind not in BUILTIN_PROVIDERS + GENERIC_PROVIDER_KINDS:
+            raise ConfigError(
+                f"{where}: unknown provider '{kind}'; expected one of "
+                + ", ".join(BUILTIN_PROVIDERS + GENERIC_PROVIDER_KINDS)
+            )
+        client_id = spec.get("client_id")
+        if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
+            raise ConfigError(f"{where}.client_id: expected the OAuth client ID the provider issued")
+        tenant = spec.get("tenant")
+        if tenant is not None and kind != "microsoft":
+            raise ConfigError(f"{where}.tenant: only the microsoft provider takes a tenant")
+        if kind == "microsoft":
+            tenant = tenant or "common"
+            if not isinstance(tenant, str) or not re.match(r"^[A-Za-z0-9.-]{1,64}$", tenant):
+                raise ConfigError(
+                    f"{where}.tenant: expected common, organizations, consumers or a tenant ID"
+                )
+        issuer = spec.get("issuer")
+        if kind == "oidc":
+            parts = urlsplit(issuer) if isinstance(issuer, str) else None
+            if parts is None or parts.scheme != "https" or not parts.hostname or parts.query:
+                raise ConfigError(f"{where}.issuer: expected the provider's https issuer URL")
+        elif issuer is not None:
+            raise ConfigError(f"{where}.issuer: only kind 'oidc' takes an issuer")
+        providers.append(
+            ProviderConfig(name=name, kind=kind, client_id=client_id, tenant=tenant, issuer=issuer)
+        )
+    return tuple(providers)
+
+
+def _models(value: Any) -> tuple[BedrockModel, ...]:
+    key = "bedrock_model_ids"
+    form = (
+        "Bedrock model IDs such as anthropic.claude-sonnet-4-20250514-v1:0, or inference "
+        "profile IDs such as us.anthropic.claude-sonnet-4-20250514-v1:0 (the first is the default)"
+    )
+    ids = [] if value is None else _str_list(value, key, form)
+    if not ids:
+        raise ConfigError(f"context key '{key}' is required: expected {form}")
+    for model_id in ids:
+        if not _MODEL_ID.match(model_id) or "*" in model_id:
+            raise ConfigError(f"context key '{key}': '{model_id}' is not one of {form}")
+    return tuple(BedrockModel(model_id=m) for m in ids)
+
+
+def _regions(value: Any, region: str) -> tuple[str, ...]:
+    key = "bedrock_inference_regions"
+    form = "AWS regions an inference profile routes to, such as us-east-1"
+    regions = [region] if value is None else _str_list(value, key, form)
+    for item in regions:
+        if not _REGION.match(item):
+            raise ConfigError(f"context key '{key}': '{item}' is not one of {form}")
+    return tuple(dict.fromkeys(regions))
+
+
+def _retention(value: Any) -> int:
+    key = "log_retention_days"
+    if value is None:
+        return 365
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if value not in LOG_RETENTION_DAYS or isinstance(value, bool):
+        raise ConfigError(
+            f"context key '{key}': expected one of CloudWatch Logs' retention periods: "
+            + ", ".join(str(d) for d in LOG_RETENTION_DAYS)
+        )
+    return int(value)
+
+
+def _email(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
+        raise ConfigError("context key 'alarm_email': expected an email address")
+    return value
+
+
+def _tags(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError("context key 'tags': expected an object of string keys and values")
+    return dict(value)

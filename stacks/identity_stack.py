@@ -1,0 +1,78 @@
+"""Stateful stack: keys, user directory, token vault and session table.
+
+Everything here holds data that outlives a deployment, so the stack has termination
+protection, every resource is retained on deletion, and each keeps a fixed logical ID (set
+explicitly below) so that refactoring the construct tree never replaces one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnResource, Stack
+from constructs import Construct, IConstruct
+
+from constructs.log_encryption import EncryptedLogs
+from constructs.nag import acknowledge
+from constructs.session_table import SessionTable
+from constructs.token_vault import TokenVault
+from constructs.user_directory import UserDirectory
+from stacks.config import AppConfig
+
+# Logical IDs of the stateful resources. Changing one replaces (and orphans) the resource.
+FIXED_LOGICAL_IDS = {
+    "LogsKey": "logs.key",
+    "VaultKey": "vault.key",
+    "UserPool": "directory.user_pool",
+    "UserPoolDomain": "directory.domain",
+    "AlbClient": "directory.alb_client",
+    "ApiClient": "directory.api_client",
+    "SessionTable": "sessions.table",
+}
+
+
+class IdentityStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: AppConfig, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, termination_protection=True, **kwargs)
+
+        self.logs = EncryptedLogs(self, "Logs", retention_days=config.log_retention_days)
+        self.vault = TokenVault(self, "Vault", vault_prefix=config.vault_prefix)
+        self.directory = UserDirectory(
+            self,
+            "Directory",
+            domain_prefix=config.cognito_domain_prefix,
+            alb_callback_url=config.callback_url,
+            api_callback_urls=config.api_client_callback_urls,
+        )
+        self.sessions = SessionTable(self, "Sessions", vault=self.vault)
+        for provider in config.providers:
+            secret = self.vault.add_provider_credentials(provider.name, client_id=provider.client_id)
+            _pin_logical_id(secret, f"ProviderSecret{_pascal(provider.name)}")
+            acknowledge(
+                secret,
+                (
+                    "AwsSolutions::AwsSolutions-SMG4",
+                    "NIST.800.53.R5::NIST.800.53.R5-SecretsManagerRotationEnabled",
+                    "HIPAA.Security::HIPAA.Security-SecretsManagerRotationEnabled",
+                ),
+                f"This is the OAuth client secret that {provider.name} issues in its developer "
+                "console; only the provider can rotate it, so a Secrets Manager rotation Lambda "
+                "has nothing to call. Rotation is a documented operator procedure.",
+            )
+        for logical_id, path in FIXED_LOGICAL_IDS.items():
+            owner, attr = path.split(".")
+            _pin_logical_id(getattr(getattr(self, owner), attr), logical_id)
+
+
+def _pin_logical_id(construct: IConstruct, logical_id: str) -> None:
+    default = construct.node.default_child
+    resource = default if isinstance(default, CfnResource) else construct
+    if not isinstance(resource, CfnResource):
+        raise TypeError(f"{construct.node.path} has no CloudFormation resource to pin")
+    resource.override_logical_id(logical_id)
+
+
+def _pascal(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("-"))

@@ -1,0 +1,317 @@
+"""Stateless stack: the ECS cluster, the agent and binder services, the edge and alarms.
+
+Nothing here holds data that cannot be recreated; the stack can be destroyed and redeployed
+(the ALB has deletion protection, turned off by hand first: see README.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_route53 as route53
+from aws_cdk import aws_route53_targets as route53_targets
+from aws_cdk import aws_servicediscovery as servicediscovery
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from constructs import Construct
+
+from constructs.edge import Edge
+from constructs.hardened_service import HardenedFargateService, ServiceConnectPort
+from constructs.nag import acknowledge
+from stacks.config import AppConfig
+from stacks.identity_stack import IdentityStack
+from stacks.network_stack import NetworkStack
+
+SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
+BINDER_PUBLIC_PORT = 8080
+BINDER_INTERNAL_PORT = 8081
+AGENT_PORT = 8080
+SERVICE_CONNECT_NAMESPACE = "agents.internal"
+
+
+class ServicesStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AppConfig,
+        network: NetworkStack,
+        identity: IdentityStack,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        logs = identity.logs
+        directory = identity.directory
+
+        self.cluster = ecs.Cluster(
+            self,
+            "Cluster",
+            vpc=network.vpc,
+            container_insights_v2=ecs.ContainerInsights.ENHANCED,
+            default_cloud_map_namespace=ecs.CloudMapNamespaceOptions(
+                name=SERVICE_CONNECT_NAMESPACE,
+                type=servicediscovery.NamespaceType.HTTP,
+                use_for_service_connect=True,
+            ),
+        )
+
+        common_env = {
+            "COGNITO_ISSUER": directory.issuer,
+            "COGNITO_CLIENT_IDS": ",".join(directory.client_ids),
+            "LOG_LEVEL": "INFO",
+        }
+        self.binder = HardenedFargateService(
+            self,
+            "Binder",
+            cluster=self.cluster,
+            image=ecs.ContainerImage.from_asset(
+                str(SERVICES_DIR), file="binder/Dockerfile", exclude=_asset_excludes("binder")
+            ),
+            logs=logs,
+            container_port=BINDER_PUBLIC_PORT,
+            connect_ports=[
+                ServiceConnectPort(name="internal", port=BINDER_INTERNAL_PORT, dns_name="binder")
+            ],
+            desired_count=config.binder_desired_count,
+            max_count=config.max_task_count,
+            environment={
+                **common_env,
+                "PUBLIC_PORT": str(BINDER_PUBLIC_PORT),
+                "INTERNAL_PORT": str(BINDER_INTERNAL_PORT),
+                "PUBLIC_BASE_URL": f"https://{config.domain_name}",
+                "ALLOWED_RETURN_ORIGINS": ",".join(config.allowed_return_origins),
+                "VAULT_PREFIX": config.vault_prefix,
+                "VAULT_KMS_KEY_ARN": identity.vault.key.key_arn,
+                "SESSION_TABLE_NAME": identity.sessions.table.table_name,
+                "PROVIDERS": json.dumps(
+                    [
+                        {
+                            "name": p.name,
+                            "kind": p.kind,
+                            "client_id": p.client_id,
+                            "tenant": p.tenant,
+                            "issuer": p.issuer,
+                            "secret_arn": identity.vault.provider_secrets[p.name].secret_arn,
+                        }
+                        for p in config.providers
+                    ]
+                ),
+            },
+        )
+        identity.vault.grant_broker(self.binder.task_role)
+        identity.sessions.grant_item_access(self.binder.task_role)
+
+        self.agent = HardenedFargateService(
+            self,
+            "Agent",
+            cluster=self.cluster,
+            image=ecs.ContainerImage.from_asset(
+                str(SERVICES_DIR), file="agent/Dockerfile", exclude=_asset_excludes("agent")
+            ),
+            logs=logs,
+            container_port=AGENT_PORT,
+            desired_count=config.agent_desired_count,
+            max_count=config.max_task_count,
+            environment={
+                **common_env,
+                "PORT": str(AGENT_PORT),
+                "BINDER_INTERNAL_URL": f"http://binder:{BINDER_INTERNAL_PORT}",
+                "BEDROCK_MODEL_ID": config.bedrock_models[0].model_id,
+            },
+        )
+        self.agent.task_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="InvokeConfiguredModelsOnly",
+                actions=["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"],
+                resources=self._bedrock_arns(config),
+            )
+        )
+        self.binder.allow_connect_from(self.agent)
+        # The binder is a Service Connect server, so the agent must start after it.
+        self.agent.service.node.add_dependency(self.binder.service)
+
+        certificate = self._certificate(config)
+        self.edge = Edge(
+            self,
+            "Edge",
+            vpc=network.vpc,
+            certificate=certificate,
+            directory=directory,
+            agent=self.agent,
+            binder=self.binder,
+            logs=logs,
+            log_retention_days=config.log_retention_days,
+            waf_rate_limit=config.waf_rate_limit,
+        )
+        if config.hosted_zone_id and config.hosted_zone_name:
+            route53.ARecord(
+                self,
+                "AliasRecord",
+                zone=self._zone(config),
+                record_name=config.domain_name,
+                target=route53.RecordTarget.from_alias(
+                    route53_targets.LoadBalancerTarget(self.edge.load_balancer)
+                ),
+            )
+        self.alarm_topic = self._alarms(config)
+
+        for service in (self.agent, self.binder):
+            acknowledge(
+                service.task_definition,
+                ("AwsSolutions::AwsSolutions-ECS2",),
+                "Environment variables hold only non-secret configuration (endpoints, ARNs, "
+                "public client IDs); secrets are read at run time from Secrets Manager by the "
+                "task role, never injected as variables.",
+            )
+
+    def _bedrock_arns(self, config: AppConfig) -> list[str]:
+        arns: list[str] = []
+        for model in config.bedrock_models:
+            if model.is_inference_profile:
+                arns.append(
+                    self.format_arn(
+                        service="bedrock",
+                        resource="inference-profile",
+                        resource_name=model.model_id,
+                    )
+                )
+                arns += [
+                    self.format_arn(
+                        service="bedrock",
+                        region=region,
+                        account="",
+                        resource="foundation-model",
+                        resource_name=model.foundation_model_id,
+                    )
+                    for region in config.bedrock_inference_regions
+                ]
+            else:
+                arns.append(
+                    self.format_arn(
+                        service="bedrock",
+                        account="",
+                        resource="foundation-model",
+                        resource_name=model.model_id,
+                    )
+                )
+        return list(dict.fromkeys(arns))
+
+    def _zone(self, config: AppConfig) -> route53.IHostedZone:
+        if not hasattr(self, "_hosted_zone"):
+            self._hosted_zone = route53.HostedZone.from_hosted_zone_attributes(
+                self,
+                "HostedZone",
+                hosted_zone_id=str(config.hosted_zone_id),
+                zone_name=str(config.hosted_zone_name),
+            )
+        return self._hosted_zone
+
+    def _certificate(self, config: AppConfig) -> acm.ICertificate:
+        if config.certificate_arn:
+            return acm.Certificate.from_certificate_arn(
+                self, "Certificate", config.certificate_arn
+            )
+        return acm.Certificate(
+            self,
+            "Certificate",
+            domain_name=config.domain_name,
+            validation=acm.CertificateValidation.from_dns(self._zone(config)),
+        )
+
+    def _alarms(self, config: AppConfig) -> sns.Topic:
+        key = kms.Key(
+            self,
+            "AlarmTopicKey",
+            description="Encrypts the alarm notification topic (notifications only, no data)",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.DESTROY,
+            pending_window=Duration.days(7),
+        )
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsToPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:SourceAccount": self.account}},
+            )
+        )
+        topic = sns.Topic(self, "AlarmTopic", master_key=key, enforce_ssl=True)
+        if config.alarm_email:
+            topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+        action = cw_actions.SnsAction(topic)
+
+        alb = self.edge.load_balancer
+        alarms = [
+            cloudwatch.Alarm(
+                self,
+                "AlbServerErrors",
+                alarm_description="The load balancer itself returned 5xx responses",
+                metric=alb.metrics.http_code_elb(
+                    elbv2.HttpCodeElb.ELB_5XX_COUNT, period=Duration.minutes(5)
+                ),
+                threshold=10,
+                evaluation_periods=1,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+        ]
+        for name, target_group in (
+            ("Agent", self.edge.agent_target_group),
+            ("Binder", self.edge.binder_target_group),
+        ):
+            alarms.append(
+                cloudwatch.Alarm(
+                    self,
+                    f"{name}Unhealthy",
+                    alarm_description=f"{name} has unhealthy targets",
+                    metric=target_group.metrics.unhealthy_host_count(period=Duration.minutes(1)),
+                    threshold=1,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                    evaluation_periods=3,
+                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                )
+            )
+            alarms.append(
+                cloudwatch.Alarm(
+                    self,
+                    f"{name}ServerErrors",
+                    alarm_description=f"{name} returned 5xx responses",
+                    metric=target_group.metrics.http_code_target(
+                        elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=Duration.minutes(5)
+                    ),
+                    threshold=10,
+                    evaluation_periods=1,
+                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                )
+            )
+        for alarm in alarms:
+            alarm.add_alarm_action(action)
+            alarm.add_ok_action(action)
+        return topic
+
+
+def _asset_excludes(service: str) -> list[str]:
+    """Stage only what the service's Dockerfile copies: its own folder and the shared code."""
+    others = [d.name for d in SERVICES_DIR.iterdir() if d.is_dir()]
+    keep = {service, "common"}
+    return [
+        *(name for name in others if name not in keep),
+        "**/__pycache__",
+        "**/*.pyc",
+        "**/tests",
+        "**/.pytest_cache",
+    ]
+
+
+
