@@ -14,6 +14,8 @@ expose it by mistake.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import ArnFormat, Duration, Names, RemovalPolicy, Stack
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_ec2 as ec2
@@ -21,8 +23,8 @@ from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_elasticloadbalancingv2_actions as elbv2_actions
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_wafv2 as wafv2
-from constructs import Construct
 
+from constructs import Construct
 from constructs.hardened_service import HardenedFargateService
 from constructs.log_encryption import EncryptedLogs
 from constructs.nag import acknowledge
@@ -62,7 +64,7 @@ class Edge(Construct):
         logs: EncryptedLogs,
         log_retention_days: int = 365,
         waf_rate_limit: int = 1000,
-        session_timeout: Duration = Duration.hours(8),
+        session_timeout: Duration | None = None,
         ssl_policy: elbv2.SslPolicy = elbv2.SslPolicy.RECOMMENDED_TLS,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -140,7 +142,7 @@ class Edge(Construct):
                 user_pool_client=directory.alb_client,
                 user_pool_domain=directory.domain,
                 scope="openid email",
-                session_timeout=session_timeout,
+                session_timeout=session_timeout or Duration.hours(8),
                 on_unauthenticated_request=elbv2.UnauthenticatedAction.AUTHENTICATE,
                 next=elbv2.ListenerAction.forward([target_group]),
             )
@@ -177,7 +179,7 @@ class Edge(Construct):
         self.web_acl = self._web_acl(waf_rate_limit, logs)
 
     def _log_bucket(self, retention_days: int) -> s3.Bucket:
-        common = dict(
+        common: dict[str, Any] = dict(
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
             versioned=True,
@@ -237,7 +239,7 @@ class Edge(Construct):
                 cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
             )
 
-        def managed(name: str, priority: int, **overrides: object) -> wafv2.CfnWebACL.RuleProperty:
+        def managed(name: str, priority: int, **overrides: Any) -> wafv2.CfnWebACL.RuleProperty:
             return wafv2.CfnWebACL.RuleProperty(
                 name=name,
                 priority=priority,

@@ -18,15 +18,17 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
-from constructs import Construct
 
+from constructs import Construct
 from constructs.log_encryption import EncryptedLogs
 from constructs.managed_policy_role import ManagedPolicyRole
 from constructs.nag import acknowledge
 
 # Matches the image: see services/*/Dockerfile (useradd --uid 10001).
 NON_ROOT_USER = "10001:10001"
-SCRATCH_PATH = "/tmp"
+# jsii exposes AppProtocol.http as a static property that mypy reads as a method.
+HTTP: ecs.AppProtocol = ecs.AppProtocol.http  # type: ignore[assignment]
+SCRATCH_PATH = "/tmp"  # noqa: S108 - a per-task ephemeral volume, not a shared host /tmp
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,13 +140,9 @@ class HardenedFargateService(Construct):
                 start_period=Duration.seconds(15),
             ),
             port_mappings=[
-                ecs.PortMapping(
-                    name="http", container_port=container_port, app_protocol=ecs.AppProtocol.http
-                ),
+                ecs.PortMapping(name="http", container_port=container_port, app_protocol=HTTP),
                 *(
-                    ecs.PortMapping(
-                        name=p.name, container_port=p.port, app_protocol=ecs.AppProtocol.http
-                    )
+                    ecs.PortMapping(name=p.name, container_port=p.port, app_protocol=HTTP)
                     for p in connect_ports
                 ),
             ],

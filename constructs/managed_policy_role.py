@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import aws_iam as iam
+
 from constructs import Construct
 
 

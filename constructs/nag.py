@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from aws_cdk import Acknowledgment, Validations
+
 from constructs import IConstruct
 
 

@@ -17,8 +17,8 @@ from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
-from constructs import Construct
 
+from constructs import Construct
 from constructs.nag import acknowledge
 
 
@@ -117,14 +117,15 @@ class TokenVault(Construct):
                 conditions={"StringEquals": {"secretsmanager:KmsKeyArn": self.key.key_arn}},
             )
         )
-        policy = getattr(grantee.grant_principal, "managed_policy", grantee.grant_principal)
-        acknowledge(
-            policy,
-            (f"AwsSolutions::AwsSolutions-IAM5[Resource::{self.secret_arn_pattern}]",),
-            "Vault secrets are created at run time, one per user and provider, with names "
-            "that are hashes unknown at deploy time; the vault prefix is the narrowest scope "
-            "IAM can express, and CreateSecret is further bound to the vault CMK.",
-        )
+        principal = grantee.grant_principal
+        if isinstance(principal, Construct):
+            acknowledge(
+                principal,
+                (f"AwsSolutions::AwsSolutions-IAM5[Resource::{self.secret_arn_pattern}]",),
+                "Vault secrets are created at run time, one per user and provider, with names "
+                "that are hashes unknown at deploy time; the vault prefix is the narrowest "
+                "scope IAM can express, and CreateSecret is further bound to the vault CMK.",
+            )
         if self.provider_secrets:
             grantee.grant_principal.add_to_principal_policy(
                 iam.PolicyStatement(
@@ -143,6 +144,8 @@ class TokenVault(Construct):
                 sid=sid,
                 actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
                 resources=[self.key.key_arn],
-                conditions={"StringEquals": {"kms:ViaService": f"{service}.{region}.amazonaws.com"}},
+                conditions={
+                    "StringEquals": {"kms:ViaService": f"{service}.{region}.amazonaws.com"}
+                },
             )
         )

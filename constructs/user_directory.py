@@ -7,9 +7,11 @@ Both services verify the pool's access tokens themselves (JWKS signature, `iss`,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cognito as cognito
+
 from constructs import Construct
 
 
@@ -68,7 +70,7 @@ class UserDirectory(Construct):
             "Domain",
             cognito_domain=cognito.CognitoDomainOptions(domain_prefix=domain_prefix),
         )
-        common = dict(
+        common: dict[str, Any] = dict(
             access_token_validity=Duration.minutes(60),
             id_token_validity=Duration.minutes(60),
             refresh_token_validity=Duration.hours(12),
@@ -101,11 +103,17 @@ class UserDirectory(Construct):
             **common,
         )
 
+        # Clients and the domain live and die with the (retained) pool.
+        for child in (self.domain, self.alb_client, self.api_client):
+            child.apply_removal_policy(removal_policy)
+
     @property
     def issuer(self) -> str:
         """The `iss` of the pool's tokens; JWKS is at `{issuer}/.well-known/jwks.json`."""
         stack = Stack.of(self)
-        return f"https://cognito-idp.{stack.region}.{stack.url_suffix}/{self.user_pool.user_pool_id}"
+        return (
+            f"https://cognito-idp.{stack.region}.{stack.url_suffix}/{self.user_pool.user_pool_id}"
+        )
 
     @property
     def client_ids(self) -> list[str]:

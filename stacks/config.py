@@ -19,8 +19,28 @@ BUILTIN_PROVIDERS = ("github", "google", "microsoft", "salesforce", "atlassian",
 GENERIC_PROVIDER_KINDS = ("oidc", "oauth2")
 
 LOG_RETENTION_DAYS = (
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
-    3288, 3653,
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
 )
 
 _ACCOUNT = re.compile(r"^\d{12}$")
@@ -119,7 +139,7 @@ class AppConfig:
             if len(items) != 2 or len(set(items)) != 2:
                 raise ConfigError(
                     "context key 'availability_zones': expected two distinct availability "
-                    f"zones of {region}, e.g. [\"{region}a\", \"{region}b\"]"
+                    f'zones of {region}, e.g. ["{region}a", "{region}b"]'
                 )
             for zone in items:
                 if not _AZ.match(zone) or not zone.startswith(region):
@@ -316,7 +336,7 @@ def _providers(value: Any) -> tuple[ProviderConfig, ...]:
                 f"{where}: provider names are 2-31 lower-case letters, digits or hyphens"
             )
         if not isinstance(spec, Mapping):
-            raise ConfigError(f"{where}: expected an object such as {{\"client_id\": \"...\"}}")
+            raise ConfigError(f'{where}: expected an object such as {{"client_id": "..."}}')
         unknown = set(spec) - {"client_id", "kind", "tenant", "issuer"}
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
@@ -328,7 +348,9 @@ def _providers(value: Any) -> tuple[ProviderConfig, ...]:
             )
         client_id = spec.get("client_id")
         if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
-            raise ConfigError(f"{where}.client_id: expected the OAuth client ID the provider issued")
+            raise ConfigError(
+                f"{where}.client_id: expected the OAuth client ID the provider issued"
+            )
         tenant = spec.get("tenant")
         if tenant is not None and kind != "microsoft":
             raise ConfigError(f"{where}.tenant: only the microsoft provider takes a tenant")

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import CfnResource, Stack
-from constructs import Construct, IConstruct
 
+from constructs import Construct, IConstruct
 from constructs.log_encryption import EncryptedLogs
 from constructs.nag import acknowledge
 from constructs.session_table import SessionTable
@@ -48,7 +48,9 @@ class IdentityStack(Stack):
         )
         self.sessions = SessionTable(self, "Sessions", vault=self.vault)
         for provider in config.providers:
-            secret = self.vault.add_provider_credentials(provider.name, client_id=provider.client_id)
+            secret = self.vault.add_provider_credentials(
+                provider.name, client_id=provider.client_id
+            )
             _pin_logical_id(secret, f"ProviderSecret{_pascal(provider.name)}")
             acknowledge(
                 secret,

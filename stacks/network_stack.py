@@ -7,8 +7,8 @@ from typing import Any
 from aws_cdk import Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
-from constructs import Construct
 
+from constructs import Construct
 from constructs.log_encryption import EncryptedLogs
 from constructs.managed_policy_role import ManagedPolicyRole
 from constructs.nag import acknowledge

@@ -23,8 +23,8 @@ from aws_cdk import aws_route53_targets as route53_targets
 from aws_cdk import aws_servicediscovery as servicediscovery
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
-from constructs import Construct
 
+from constructs import Construct
 from constructs.edge import Edge
 from constructs.hardened_service import HardenedFargateService, ServiceConnectPort
 from constructs.nag import acknowledge
@@ -219,9 +219,7 @@ class ServicesStack(Stack):
 
     def _certificate(self, config: AppConfig) -> acm.ICertificate:
         if config.certificate_arn:
-            return acm.Certificate.from_certificate_arn(
-                self, "Certificate", config.certificate_arn
-            )
+            return acm.Certificate.from_certificate_arn(self, "Certificate", config.certificate_arn)
         return acm.Certificate(
             self,
             "Certificate",
@@ -312,6 +310,3 @@ def _asset_excludes(service: str) -> list[str]:
         "**/tests",
         "**/.pytest_cache",
     ]
-
-
-

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 
+from agent.app import create_app
+from agent.settings import Settings
 from svc_common import jsonlog
 from svc_common.serve import serve
 from svc_common.settings import SettingsError
-
-from agent.app import create_app
-from agent.settings import Settings
 
 
 def main() -> None:

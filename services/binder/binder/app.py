@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from starlette.applications import Starlette
-from svc_common.health import healthz_route
 
 from binder.settings import Settings
+from svc_common.health import healthz_route
 
 
 def create_app(settings: Settings) -> Starlette:

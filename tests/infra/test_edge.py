@@ -1,0 +1,130 @@
+"""The edge routes exactly as the design brief lists, and is hardened."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.infra.assembly import Synthesized
+
+
+def _listeners(synth: Synthesized) -> dict[int, dict[str, Any]]:
+    return {
+        r["Properties"]["Port"]: r
+        for r in synth.resources("AWS::ElasticLoadBalancingV2::Listener").values()
+    }
+
+
+def _target_group_of(synth: Synthesized, ref: dict[str, str]) -> str:
+    (logical_id,) = [
+        lid
+        for lid in synth.resources("AWS::ElasticLoadBalancingV2::TargetGroup")
+        if lid == ref["Ref"]
+    ]
+    return "agent" if logical_id.startswith("EdgeAgent") else "binder"
+
+
+def _routes(synth: Synthesized) -> dict[int, tuple[list[str], bool, str]]:
+    routes = {}
+    for rule in synth.resources("AWS::ElasticLoadBalancingV2::ListenerRule").values():
+        props = rule["Properties"]
+        (condition,) = props["Conditions"]
+        assert condition["Field"] == "path-pattern"
+        actions = sorted(props["Actions"], key=lambda a: a.get("Order", 0))
+        authenticated = actions[0]["Type"] == "authenticate-cognito"
+        forward = actions[-1]
+        assert forward["Type"] == "forward"
+        routes[props["Priority"]] = (
+            condition["PathPatternConfig"]["Values"],
+            authenticated,
+            _target_group_of(synth, forward["TargetGroupArn"]),
+        )
+    return routes
+
+
+def test_listener_rules_route_exactly_as_the_design_brief(synth: Synthesized) -> None:
+    assert _routes(synth) == {
+        10: (["/oauth2/*"], True, "binder"),
+        20: (["/", "/app/*"], True, "agent"),
+        30: (["/api/*"], False, "agent"),
+    }
+
+
+def test_everything_else_is_a_404_and_internal_is_never_routed(synth: Synthesized) -> None:
+    https = _listeners(synth)[443]["Properties"]
+    (default,) = https["DefaultActions"]
+    assert default["Type"] == "fixed-response"
+    assert default["FixedResponseConfig"]["StatusCode"] == "404"
+    patterns = [p for paths, _, _ in _routes(synth).values() for p in paths]
+    assert not any(p.startswith("/internal") or p in ("*", "/*") for p in patterns)
+
+
+def test_binder_internal_port_is_not_behind_the_load_balancer(synth: Synthesized) -> None:
+    ports = {
+        tg["Properties"]["Port"]
+        for tg in synth.resources("AWS::ElasticLoadBalancingV2::TargetGroup").values()
+    }
+    assert ports == {8080}
+    ingress = synth.resources("AWS::EC2::SecurityGroupIngress", "Services")
+    internal = [r["Properties"] for r in ingress.values() if r["Properties"]["FromPort"] == 8081]
+    assert len(internal) == 1
+    assert internal[0]["SourceSecurityGroupId"]["Fn::GetAtt"][0].startswith("AgentSecurityGroup")
+
+
+def test_http_only_redirects_to_https(synth: Synthesized) -> None:
+    http = _listeners(synth)[80]["Properties"]
+    (action,) = http["DefaultActions"]
+    assert action["Type"] == "redirect"
+    assert action["RedirectConfig"] == {"Port": "443", "Protocol": "HTTPS", "StatusCode": "HTTP_301"}
+
+
+def test_https_listener_uses_tls_1_2_or_newer(synth: Synthesized) -> None:
+    https = _listeners(synth)[443]["Properties"]
+    assert https["SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    assert https["Certificates"][0]["CertificateArn"].startswith("arn:aws:acm:")
+
+
+def test_load_balancer_attributes(synth: Synthesized) -> None:
+    (alb,) = synth.resources("AWS::ElasticLoadBalancingV2::LoadBalancer").values()
+    attributes = {a["Key"]: a["Value"] for a in alb["Properties"]["LoadBalancerAttributes"]}
+    assert attributes["routing.http.drop_invalid_header_fields.enabled"] == "true"
+    assert attributes["routing.http.desync_mitigation_mode"] == "strictest"
+    assert attributes["access_logs.s3.enabled"] == "true"
+    assert attributes["deletion_protection.enabled"] == "true"
+
+
+def test_access_log_bucket_is_encrypted_tls_only_and_versioned(synth: Synthesized) -> None:
+    buckets = synth.resources("AWS::S3::Bucket", "Services")
+    logs_bucket = buckets[next(b for b in buckets if b.startswith("EdgeAccessLogs"))]["Properties"]
+    assert logs_bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert logs_bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert logs_bucket["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    for policy in synth.resources("AWS::S3::BucketPolicy", "Services").values():
+        denies = [
+            s
+            for s in policy["Properties"]["PolicyDocument"]["Statement"]
+            if s["Effect"] == "Deny"
+        ]
+        assert any(s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in denies)
+
+
+def test_waf_protects_the_load_balancer_and_redacts_credentials(synth: Synthesized) -> None:
+    (acl,) = synth.resources("AWS::WAFv2::WebACL").values()
+    rules = {r["Name"]: r for r in acl["Properties"]["Rules"]}
+    assert rules["RateLimitPerIp"]["Statement"]["RateBasedStatement"]["AggregateKeyType"] == "IP"
+    assert {
+        "AWSManagedRulesCommonRuleSet",
+        "AWSManagedRulesKnownBadInputsRuleSet",
+        "AWSManagedRulesAmazonIpReputationList",
+    } <= set(rules)
+    (association,) = synth.resources("AWS::WAFv2::WebACLAssociation").values()
+    assert association["Properties"]["ResourceArn"]["Ref"].startswith("EdgeLoadBalancer")
+    (logging,) = synth.resources("AWS::WAFv2::LoggingConfiguration").values()
+    redacted = logging["Properties"]["RedactedFields"]
+    headers = {f["SingleHeader"]["Name"] for f in redacted if "SingleHeader" in f}
+    assert headers == {"authorization", "cookie"}
+    assert {"QueryString": {}} in redacted, "OAuth codes and states travel in the query string"

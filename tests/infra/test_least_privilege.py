@@ -1,0 +1,152 @@
+"""Least privilege, read from the synthesized templates (what a reviewer or attacker sees)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.infra.assembly import Synthesized
+
+
+def _statements(synth: Synthesized, role_prefix: str) -> list[dict[str, Any]]:
+    """Every statement of every policy (managed or inline) attached to the role."""
+    roles = {
+        logical_id
+        for logical_id, _ in synth.resources("AWS::IAM::Role", "Services").items()
+        if logical_id.startswith(role_prefix)
+    }
+    assert len(roles) == 1, f"expected one role named {role_prefix}*, found {roles}"
+    statements: list[dict[str, Any]] = []
+    for type_ in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
+        for policy in synth.resources(type_).values():
+            attached = {r.get("Ref") for r in policy["Properties"].get("Roles", [])}
+            if attached & roles:
+                statements += policy["Properties"]["PolicyDocument"]["Statement"]
+    for role_id in roles:
+        role = synth.resources("AWS::IAM::Role")[role_id]["Properties"]
+        assert "Policies" not in role, "roles carry no inline policies"
+        assert not role.get("ManagedPolicyArns"), "no AWS managed policies on task roles"
+    return statements
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    actions = statement["Action"]
+    return [actions] if isinstance(actions, str) else list(actions)
+
+
+def _resources(statement: dict[str, Any]) -> list[Any]:
+    resources = statement["Resource"]
+    return resources if isinstance(resources, list) else [resources]
+
+
+def test_agent_task_role_has_no_vault_key_or_table_access(synth: Synthesized) -> None:
+    statements = _statements(synth, "AgentTaskRole")
+    actions = [a for s in statements for a in _actions(s)]
+    forbidden = [a for a in actions if a.split(":")[0] in ("secretsmanager", "kms", "dynamodb")]
+    assert forbidden == []
+    assert sorted(set(actions)) == ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
+
+
+def test_agent_invokes_only_the_configured_models(synth: Synthesized) -> None:
+    (statement,) = _statements(synth, "AgentTaskRole")
+    resources = _resources(statement)
+    assert all(isinstance(r, str) and "*" not in r for r in resources)
+    assert (
+        "arn:aws:bedrock:us-east-1:111111111111:inference-profile/"
+        "us.anthropic.claude-sonnet-4-20250514-v1:0"
+    ) in resources
+    # A cross-region profile needs the foundation model in each region it routes to, no more.
+    regions = sorted(r.split(":")[3] for r in resources if ":foundation-model/" in r)
+    assert regions == ["us-east-1", "us-east-2", "us-west-2"]
+
+
+def test_binder_secrets_access_is_limited_to_the_vault_prefix_and_provider_secrets(
+    synth: Synthesized,
+) -> None:
+    statements = _statements(synth, "BinderTaskRole")
+    vault_arn = "arn:aws:secretsmanager:us-east-1:111111111111:secret:agent-token-vault/*"
+    provider_outputs = {
+        f"PublishOutputRefProviderSecret{name}" for name in ("Github", "Google", "Microsoft")
+    }
+    for statement in statements:
+        if not any(a.startswith("secretsmanager:") for a in _actions(statement)):
+            continue
+        for resource in _resources(statement):
+            if isinstance(resource, str):
+                assert resource == vault_arn
+            else:
+                # A provider credential secret, referenced from the identity stack.
+                output = resource["Fn::GetStackOutput"]["OutputName"]
+                assert any(output.startswith(p) for p in provider_outputs), output
+                assert _actions(statement) == ["secretsmanager:GetSecretValue"]
+    create = [s for s in statements if "secretsmanager:CreateSecret" in _actions(s)]
+    assert len(create) == 1
+    assert "secretsmanager:KmsKeyArn" in create[0]["Condition"]["StringEquals"]
+    assert "secretsmanager:ListSecrets" not in {a for s in statements for a in _actions(s)}
+
+
+def test_binder_uses_the_key_only_via_secrets_manager_and_dynamodb(synth: Synthesized) -> None:
+    statements = [
+        s
+        for s in _statements(synth, "BinderTaskRole")
+        if any(a.startswith("kms:") for a in _actions(s))
+    ]
+    via = sorted(s["Condition"]["StringEquals"]["kms:ViaService"] for s in statements)
+    assert via == ["dynamodb.us-east-1.amazonaws.com", "secretsmanager.us-east-1.amazonaws.com"]
+    for statement in statements:
+        assert sorted(_actions(statement)) == ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
+        assert all(not isinstance(r, str) for r in _resources(statement)), "one key, by reference"
+
+
+def test_binder_table_access_is_item_level_on_one_table(synth: Synthesized) -> None:
+    statements = [
+        s
+        for s in _statements(synth, "BinderTaskRole")
+        if any(a.startswith("dynamodb:") for a in _actions(s))
+    ]
+    assert len(statements) == 1
+    assert sorted(_actions(statements[0])) == [
+        "dynamodb:ConditionCheckItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    ]
+    assert len(_resources(statements[0])) == 1
+
+
+def test_binder_has_no_bedrock(synth: Synthesized) -> None:
+    actions = [a for s in _statements(synth, "BinderTaskRole") for a in _actions(s)]
+    assert not [a for a in actions if a.startswith("bedrock:")]
+
+
+def test_execution_roles_only_pull_images_and_write_logs(synth: Synthesized) -> None:
+    for prefix in ("AgentExecutionRole", "BinderExecutionRole"):
+        actions = {a for s in _statements(synth, prefix) for a in _actions(s)}
+        assert actions == {
+            "ecr:BatchCheckLayerAvailability",
+            "ecr:BatchGetImage",
+            "ecr:GetDownloadUrlForLayer",
+            "ecr:GetAuthorizationToken",
+            "logs:CreateLogStream",
+            "logs:PutLogEvents",
+        }
+
+
+def test_no_wildcard_resource_except_where_aws_requires_it(synth: Synthesized) -> None:
+    allowed = {"ecr:GetAuthorizationToken"}
+    for type_ in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
+        for logical_id, policy in synth.resources(type_).items():
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                if "*" in _resources(statement):
+                    assert set(_actions(statement)) <= allowed, (logical_id, statement)
+                assert not any(a.endswith("*") for a in _actions(statement)), (logical_id, statement)
+
+
+def test_no_inline_policies_anywhere_we_own(synth: Synthesized) -> None:
+    inline = [
+        logical_id
+        for logical_id in synth.resources("AWS::IAM::Policy")
+        # CDK's own singleton custom-resource provider (restrict the default security group).
+        if not logical_id.startswith("Custom")
+    ]
+    assert inline == []
