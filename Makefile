@@ -20,6 +20,9 @@ NODE = $(NODE_BIN)/node
 NPM = $(NODE) $(NODE_BIN)/../lib/node_modules/npm/bin/npm-cli.js
 CDK = PATH="$(NODE_BIN):$$PATH" JSII_NODE="$(NODE)" $(NODE) node_modules/aws-cdk/bin/cdk
 SERVICE_REQS := $(wildcard services/*/requirements.txt)
+# The services also run their tests on the Python of their container image (FROM python:X.Y).
+IMAGE_PY_VERSION := $(shell sed -n 's/^FROM python:\([0-9]*\.[0-9]*\)-.*/\1/p' services/agent/Dockerfile)
+IMAGE_VENV := .venv-image
 
 .PHONY: help setup lint test synth deploy dev bench clean distclean
 
@@ -39,12 +42,25 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	@$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	@touch $@
 
+$(IMAGE_VENV)/.installed: $(SERVICE_REQS) requirements-dev.txt
+	@py="$$(tools/find-python.sh $(IMAGE_PY_VERSION))"; \
+	 if [ -z "$$py" ]; then \
+	   echo "WARNING: Python $(IMAGE_PY_VERSION) (the images' Python) not found: services are tested on $$($(PY) -V) only"; \
+	   if [ "$${CI:-}" = "true" ]; then echo "CI needs Python $(IMAGE_PY_VERSION)" >&2; exit 1; fi; \
+	 else \
+	   echo "installing service dependencies into $(IMAGE_VENV) ($$($$py -V))"; \
+	   rm -rf $(IMAGE_VENV); $$py -m venv $(IMAGE_VENV); \
+	   $(IMAGE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	     $(foreach r,$(SERVICE_REQS),-r $(r)) $$(grep -E '^(pytest|httpx2)==' requirements-dev.txt); \
+	   touch $@; \
+	 fi
+
 node_modules/.installed: package.json package-lock.json $(VENV)/.installed
 	@echo "installing the aws-cdk CLI (package-lock.json) with Node $$($(NODE) --version)"
 	@$(NPM) ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-setup: $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed $(IMAGE_VENV)/.installed
 
 lint: setup
 	@$(PY) -m ruff check .
@@ -53,6 +69,10 @@ lint: setup
 
 test: setup lint
 	@JSII_NODE="$(NODE)" CHECKOV="$(CURDIR)/$(CHECKOV_VENV)/bin/checkov" $(PY) -m pytest
+	@if [ -x $(IMAGE_VENV)/bin/python ]; then \
+	   echo "service tests again on the images' Python ($$($(IMAGE_VENV)/bin/python -V))"; \
+	   $(IMAGE_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/services; \
+	 fi
 
 synth: setup
 	@rm -rf cdk.out
@@ -77,4 +97,4 @@ clean:
 	find . -name __pycache__ -type d -not -path './.venv*' -not -path './node_modules/*' -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) $(CHECKOV_VENV) node_modules
+	rm -rf $(VENV) $(CHECKOV_VENV) $(IMAGE_VENV) node_modules

@@ -55,4 +55,4 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
         if artifact["type"] == "aws:cloudformation:stack"
     }
     report = json.loads((outdir / "validation-report.json").read_text())
-    yield Synthesized(outdir=outdir, templates=templates, manifest=manifest, report=report)
+    return Synthesized(outdir=outdir, templates=templates, manifest=manifest, report=report)

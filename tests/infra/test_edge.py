@@ -74,7 +74,11 @@ def test_http_only_redirects_to_https(synth: Synthesized) -> None:
     http = _listeners(synth)[80]["Properties"]
     (action,) = http["DefaultActions"]
     assert action["Type"] == "redirect"
-    assert action["RedirectConfig"] == {"Port": "443", "Protocol": "HTTPS", "StatusCode": "HTTP_301"}
+    assert action["RedirectConfig"] == {
+        "Port": "443",
+        "Protocol": "HTTPS",
+        "StatusCode": "HTTP_301",
+    }
 
 
 def test_https_listener_uses_tls_1_2_or_newer(synth: Synthesized) -> None:
@@ -105,9 +109,7 @@ def test_access_log_bucket_is_encrypted_tls_only_and_versioned(synth: Synthesize
     }
     for policy in synth.resources("AWS::S3::BucketPolicy", "Services").values():
         denies = [
-            s
-            for s in policy["Properties"]["PolicyDocument"]["Statement"]
-            if s["Effect"] == "Deny"
+            s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"
         ]
         assert any(s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in denies)
 

@@ -73,9 +73,9 @@ def test_services_roll_back_failed_deployments_and_stay_private(synth: Synthesiz
 
 def test_services_scale_on_cpu_and_requests(synth: Synthesized) -> None:
     metrics = sorted(
-        p["Properties"]["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"][
-            "PredefinedMetricType"
-        ]
+        p["Properties"]["TargetTrackingScalingPolicyConfiguration"][
+            "PredefinedMetricSpecification"
+        ]["PredefinedMetricType"]
         for p in synth.resources("AWS::ApplicationAutoScaling::ScalingPolicy").values()
     )
     assert metrics == ["ALBRequestCountPerTarget"] * 2 + ["ECSServiceAverageCPUUtilization"] * 2

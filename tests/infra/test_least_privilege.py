@@ -139,7 +139,10 @@ def test_no_wildcard_resource_except_where_aws_requires_it(synth: Synthesized) -
             for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
                 if "*" in _resources(statement):
                     assert set(_actions(statement)) <= allowed, (logical_id, statement)
-                assert not any(a.endswith("*") for a in _actions(statement)), (logical_id, statement)
+                assert not any(a.endswith("*") for a in _actions(statement)), (
+                    logical_id,
+                    statement,
+                )
 
 
 def test_no_inline_policies_anywhere_we_own(synth: Synthesized) -> None:

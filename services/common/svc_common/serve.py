@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 from collections.abc import Sequence
 
@@ -28,8 +29,20 @@ def bind_sockets(host: str, ports: Sequence[int]) -> list[socket.socket]:
     return sockets
 
 
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(app: ASGIApp, *, host: str, ports: Sequence[int]) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully and exit 0.
+
+    uvicorn drains connections, then re-raises the signal it caught against the handler that
+    was in place before it started; that handler is `_exit_quietly`, so a stop requested by
+    ECS or by Ctrl-C ends with status 0 and no traceback.
+    """
     sockets = bind_sockets(host, ports)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_quietly)
     config = uvicorn.Config(
         app,
         log_config=None,

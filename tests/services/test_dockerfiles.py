@@ -1,0 +1,66 @@
+"""Static checks of the container images (no Docker daemon here: the files are read)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("agent", "binder")
+
+
+def _instructions(service: str) -> list[tuple[str, str]]:
+    text = (ROOT / "services" / service / "Dockerfile").read_text()
+    text = re.sub(r"\\\n", " ", text)
+    result = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            result.append((keyword.upper(), rest.strip()))
+    return result
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_image_is_slim_pinned_and_non_root(service: str) -> None:
+    instructions = _instructions(service)
+    (base,) = [rest for keyword, rest in instructions if keyword == "FROM"]
+    assert re.fullmatch(r"python:3\.\d+-slim(-\w+)?", base), base
+    users = [rest for keyword, rest in instructions if keyword == "USER"]
+    assert users
+    assert users[-1].split(":")[0] not in ("root", "0")
+    assert any(keyword == "HEALTHCHECK" for keyword, _ in instructions)
+    assert instructions[-1][0] == "CMD"
+    # The USER switch comes after every RUN: nothing runs as root at run time.
+    last_run = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "RUN")
+    first_user = min(i for i, (keyword, _) in enumerate(instructions) if keyword == "USER")
+    assert first_user > last_run
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_no_build_time_secrets(service: str) -> None:
+    for keyword, rest in _instructions(service):
+        if keyword in ("ARG", "ENV"):
+            assert not re.search(r"(?i)(secret|token|password|key)", rest), rest
+        assert "--mount=type=secret" not in rest
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_requirements_are_pinned(service: str) -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / "services" / service / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][\w.]*", line) for line in lines), lines
+
+
+def test_both_images_use_the_same_python() -> None:
+    bases = {
+        next(rest for keyword, rest in _instructions(service) if keyword == "FROM")
+        for service in SERVICES
+    }
+    assert len(bases) == 1
