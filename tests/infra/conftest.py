@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ def example_context() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     _use_node_24()
     import aws_cdk as cdk
 
