@@ -16,17 +16,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import ArnFormat, Duration, Names, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_elasticloadbalancingv2_actions as elbv2_actions
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_wafv2 as wafv2
 
 from constructs import Construct
 from constructs.hardened_service import HardenedFargateService
-from constructs.log_encryption import EncryptedLogs
 from constructs.nag import acknowledge
 from constructs.user_directory import UserDirectory
 
@@ -44,7 +44,8 @@ class Edge(Construct):
     - certificate: ACM certificate for the HTTPS listener (required).
     - directory: the `UserDirectory` for authenticate-cognito (required).
     - agent / binder: the two `HardenedFargateService`s to route to (required).
-    - logs: `EncryptedLogs` for the WAF log group (required).
+    - waf_log_group: where WAF logs go; its name must start with aws-waf-logs- (required;
+      created by `EncryptedLogs.waf_log_group` in the stateful stack so it outlives this one).
     - log_retention_days: lifetime of ALB access log objects (default 365).
     - waf_rate_limit: requests per 5 minutes per client IP before WAF blocks (default 1000).
     - session_timeout: ALB authentication session lifetime (default 8 hours).
@@ -61,7 +62,7 @@ class Edge(Construct):
         directory: UserDirectory,
         agent: HardenedFargateService,
         binder: HardenedFargateService,
-        logs: EncryptedLogs,
+        waf_log_group: logs.ILogGroup,
         log_retention_days: int = 365,
         waf_rate_limit: int = 1000,
         session_timeout: Duration | None = None,
@@ -176,7 +177,7 @@ class Edge(Construct):
         agent.scale_on_requests(self.agent_target_group)
         binder.scale_on_requests(self.binder_target_group)
 
-        self.web_acl = self._web_acl(waf_rate_limit, logs)
+        self.web_acl = self._web_acl(waf_rate_limit, waf_log_group)
 
     def _log_bucket(self, retention_days: int) -> s3.Bucket:
         common: dict[str, Any] = dict(
@@ -233,7 +234,7 @@ class Edge(Construct):
             )
         return bucket
 
-    def _web_acl(self, rate_limit: int, logs: EncryptedLogs) -> wafv2.CfnWebACL:
+    def _web_acl(self, rate_limit: int, waf_log_group: logs.ILogGroup) -> wafv2.CfnWebACL:
         def visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
             return wafv2.CfnWebACL.VisibilityConfigProperty(
                 cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
@@ -292,9 +293,6 @@ class Edge(Construct):
             resource_arn=self.load_balancer.load_balancer_arn,
             web_acl_arn=acl.attr_arn,
         )
-        # WAF requires the log group name to start with aws-waf-logs-.
-        waf_log_name = f"aws-waf-logs-{Names.unique_id(self).lower()[-40:]}"
-        logs.log_group(self, "WafLogs", name=waf_log_name)
         wafv2.CfnLoggingConfiguration(
             self,
             "WafLogging",
@@ -304,7 +302,7 @@ class Edge(Construct):
                 Stack.of(self).format_arn(
                     service="logs",
                     resource="log-group",
-                    resource_name=waf_log_name,
+                    resource_name=waf_log_group.log_group_name,
                     arn_format=ArnFormat.COLON_RESOURCE_NAME,
                 )
             ],

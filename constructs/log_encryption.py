@@ -97,6 +97,12 @@ class EncryptedLogs(Construct):
             )
         )
 
+    def waf_log_group(self, scope: Construct, construct_id: str) -> logs.LogGroup:
+        """The log group WAF writes to: WAF requires names that start with aws-waf-logs-."""
+        return self.log_group(
+            scope, construct_id, name=f"aws-waf-logs-{Stack.of(scope).stack_name.lower()}"
+        )
+
     def log_group(
         self, scope: Construct, construct_id: str, *, name: str | None = None
     ) -> logs.LogGroup:

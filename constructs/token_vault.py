@@ -21,6 +21,10 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 from constructs.nag import acknowledge
 
+# The principal tag the vault key requires before it decrypts a vault secret.
+BROKER_TAG_KEY = "secure-agents:vault-access"
+BROKER_TAG_VALUE = "broker"
+
 
 class TokenVault(Construct):
     """CMK, naming convention and least-privilege grants of the token vault.
@@ -54,6 +58,22 @@ class TokenVault(Construct):
             pending_window=Duration.days(30),
         )
         self.provider_secrets: dict[str, secretsmanager.Secret] = {}
+        # IAM alone would let any account principal with kms:Decrypt and GetSecretValue on
+        # "*" (a PowerUser or CI role) read every user's tokens. The key itself refuses to
+        # decrypt vault secrets for anyone but a principal tagged as the broker.
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="OnlyTheBrokerDecryptsVaultSecrets",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["kms:Decrypt"],
+                resources=["*"],
+                conditions={
+                    "StringLike": {"kms:EncryptionContext:SecretARN": self.secret_arn_pattern},
+                    "StringNotEquals": {f"aws:PrincipalTag/{BROKER_TAG_KEY}": BROKER_TAG_VALUE},
+                },
+            )
+        )
 
     @property
     def secret_arn_pattern(self) -> str:
@@ -94,7 +114,8 @@ class TokenVault(Construct):
         - create, read, write, describe, tag and delete secrets under the vault prefix only,
           and create them only under this CMK;
         - read the provider credential secrets;
-        - use the CMK only through Secrets Manager (DynamoDB use is granted by the table).
+        - use the CMK only through Secrets Manager (DynamoDB use is granted by the table);
+        - the broker tag, without which the key refuses to decrypt vault secrets.
         """
         grantee.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
@@ -114,11 +135,16 @@ class TokenVault(Construct):
                 sid="TokenVaultCreateUnderCmk",
                 actions=["secretsmanager:CreateSecret"],
                 resources=[self.secret_arn_pattern],
-                conditions={"StringEquals": {"secretsmanager:KmsKeyArn": self.key.key_arn}},
+                conditions={
+                    "StringEquals": {"secretsmanager:KmsKeyArn": self.key.key_arn},
+                    # No replicas: a copy in another region would escape this key.
+                    "Null": {"secretsmanager:AddReplicaRegions": "true"},
+                },
             )
         )
         principal = grantee.grant_principal
         if isinstance(principal, Construct):
+            Tags.of(principal).add(BROKER_TAG_KEY, BROKER_TAG_VALUE)
             acknowledge(
                 principal,
                 (f"AwsSolutions::AwsSolutions-IAM5[Resource::{self.secret_arn_pattern}]",),

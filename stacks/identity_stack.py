@@ -22,6 +22,7 @@ from stacks.config import AppConfig
 # Logical IDs of the stateful resources. Changing one replaces (and orphans) the resource.
 FIXED_LOGICAL_IDS = {
     "LogsKey": "logs.key",
+    "WafLogs": "self.waf_log_group",
     "VaultKey": "vault.key",
     "UserPool": "directory.user_pool",
     "UserPoolDomain": "directory.domain",
@@ -38,6 +39,9 @@ class IdentityStack(Stack):
         super().__init__(scope, construct_id, termination_protection=True, **kwargs)
 
         self.logs = EncryptedLogs(self, "Logs", retention_days=config.log_retention_days)
+        # Here, not in the stateless stack: a retained log group with a fixed name would block
+        # redeploying that stack.
+        self.waf_log_group = self.logs.waf_log_group(self, "WafLogs")
         self.vault = TokenVault(self, "Vault", vault_prefix=config.vault_prefix)
         self.directory = UserDirectory(
             self,
@@ -65,7 +69,8 @@ class IdentityStack(Stack):
             )
         for logical_id, path in FIXED_LOGICAL_IDS.items():
             owner, attr = path.split(".")
-            _pin_logical_id(getattr(getattr(self, owner), attr), logical_id)
+            holder = self if owner == "self" else getattr(self, owner)
+            _pin_logical_id(getattr(holder, attr), logical_id)
 
 
 def _pin_logical_id(construct: IConstruct, logical_id: str) -> None:

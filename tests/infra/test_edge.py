@@ -130,3 +130,29 @@ def test_waf_protects_the_load_balancer_and_redacts_credentials(synth: Synthesiz
     headers = {f["SingleHeader"]["Name"] for f in redacted if "SingleHeader" in f}
     assert headers == {"authorization", "cookie"}
     assert {"QueryString": {}} in redacted, "OAuth codes and states travel in the query string"
+
+
+def test_waf_logs_go_to_the_retained_group_in_the_stateful_stack(synth: Synthesized) -> None:
+    (logging,) = synth.resources("AWS::WAFv2::LoggingConfiguration").values()
+    (destination,) = logging["Properties"]["LogDestinationConfigs"]
+    parts = destination["Fn::Join"][1]
+    assert "GetStackOutput" in str(parts) and "WafLogs" in str(parts)
+    waf_logs = synth.stack("Identity")["Resources"]["WafLogs"]
+    assert waf_logs["Properties"]["LogGroupName"].startswith("aws-waf-logs-")
+
+
+def test_alarms_can_publish_to_their_encrypted_topic(synth: Synthesized) -> None:
+    (policy,) = synth.resources("AWS::SNS::TopicPolicy").values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    (allow,) = [s for s in statements if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert allow["Action"] == "sns:Publish"
+    assert allow["Condition"]["StringEquals"] == {"aws:SourceAccount": "111111111111"}
+    alarms = synth.resources("AWS::CloudWatch::Alarm")
+    assert len(alarms) == 5
+    assert all(a["Properties"]["AlarmActions"] for a in alarms.values())
+    (key,) = synth.resources("AWS::KMS::Key", "Services").values()
+    key_statements = key["Properties"]["KeyPolicy"]["Statement"]
+    assert any(
+        s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"} for s in key_statements
+    )

@@ -153,3 +153,36 @@ def test_no_inline_policies_anywhere_we_own(synth: Synthesized) -> None:
         if not logical_id.startswith("Custom")
     ]
     assert inline == []
+
+
+def _role_tags(synth: Synthesized, prefix: str) -> dict[str, str]:
+    (role,) = [
+        r
+        for lid, r in synth.resources("AWS::IAM::Role", "Services").items()
+        if lid.startswith(prefix)
+    ]
+    return {t["Key"]: t["Value"] for t in role["Properties"].get("Tags", [])}
+
+
+def test_vault_key_decrypts_vault_secrets_only_for_the_tagged_broker(synth: Synthesized) -> None:
+    """Defence in depth: an admin or CI role with kms:Decrypt on * still cannot read tokens."""
+    key_policy = synth.stack("Identity")["Resources"]["VaultKey"]["Properties"]["KeyPolicy"]
+    (deny,) = [s for s in key_policy["Statement"] if s["Effect"] == "Deny"]
+    assert deny["Principal"] == {"AWS": "*"}
+    assert deny["Action"] == "kms:Decrypt"
+    secret_arn = deny["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]
+    assert secret_arn == "arn:aws:secretsmanager:us-east-1:111111111111:secret:agent-token-vault/*"
+    required = deny["Condition"]["StringNotEquals"]
+    assert required == {"aws:PrincipalTag/secure-agents:vault-access": "broker"}
+    assert _role_tags(synth, "BinderTaskRole")["secure-agents:vault-access"] == "broker"
+    assert "secure-agents:vault-access" not in _role_tags(synth, "AgentTaskRole")
+    assert "secure-agents:vault-access" not in _role_tags(synth, "BinderExecutionRole")
+
+
+def test_vault_secrets_cannot_be_replicated_out_of_the_key(synth: Synthesized) -> None:
+    (create,) = [
+        s
+        for s in _statements(synth, "BinderTaskRole")
+        if "secretsmanager:CreateSecret" in _actions(s)
+    ]
+    assert create["Condition"]["Null"] == {"secretsmanager:AddReplicaRegions": "true"}
