@@ -136,7 +136,8 @@ def test_waf_logs_go_to_the_retained_group_in_the_stateful_stack(synth: Synthesi
     (logging,) = synth.resources("AWS::WAFv2::LoggingConfiguration").values()
     (destination,) = logging["Properties"]["LogDestinationConfigs"]
     parts = destination["Fn::Join"][1]
-    assert "GetStackOutput" in str(parts) and "WafLogs" in str(parts)
+    assert "GetStackOutput" in str(parts)
+    assert "WafLogs" in str(parts)
     waf_logs = synth.stack("Identity")["Resources"]["WafLogs"]
     assert waf_logs["Properties"]["LogGroupName"].startswith("aws-waf-logs-")
 

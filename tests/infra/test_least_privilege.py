@@ -170,8 +170,8 @@ def test_vault_key_decrypts_vault_secrets_only_for_the_tagged_broker(synth: Synt
     (deny,) = [s for s in key_policy["Statement"] if s["Effect"] == "Deny"]
     assert deny["Principal"] == {"AWS": "*"}
     assert deny["Action"] == "kms:Decrypt"
-    secret_arn = deny["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]
-    assert secret_arn == "arn:aws:secretsmanager:us-east-1:111111111111:secret:agent-token-vault/*"
+    vault_arns = deny["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]
+    assert vault_arns == "arn:aws:secretsmanager:us-east-1:111111111111:secret:agent-token-vault/*"
     required = deny["Condition"]["StringNotEquals"]
     assert required == {"aws:PrincipalTag/secure-agents:vault-access": "broker"}
     assert _role_tags(synth, "BinderTaskRole")["secure-agents:vault-access"] == "broker"
