@@ -24,7 +24,7 @@ SERVICE_REQS := $(wildcard services/*/requirements.txt)
 IMAGE_PY_VERSION := $(shell sed -n 's/^FROM python:\([0-9]*\.[0-9]*\)-.*/\1/p' services/agent/Dockerfile)
 IMAGE_VENV := .venv-image
 
-.PHONY: help setup lint test synth deploy dev bench clean distclean
+.PHONY: help setup lint test synth bootstrap deploy dev bench clean distclean
 
 help:
 	@sed -n '2,6p' Makefile | sed 's/^# *//'
@@ -80,6 +80,9 @@ synth: setup
 	 if [ $$status -ne 0 ]; then grep -v '^$$' cdk.out.log | grep -v '^   ' | sort | uniq -c | sort -rn | head -20 || true; fi; \
 	 $(PY) tools/synth_summary.py cdk.out --cdk-exit $$status; \
 	 rm -f cdk.out.log
+
+bootstrap: setup
+	$(CDK) bootstrap
 
 deploy: setup
 	$(CDK) deploy --all --require-approval broadening
