@@ -27,13 +27,30 @@ from binder.settings import Settings as BinderSettings
 from svc_common.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
+# A complete binder environment that reaches nothing: AWS calls go to a closed loopback port
+# and the JWKS address is a closed loopback port too (nothing here may leave the machine).
+BINDER_ENV = {
+    "PUBLIC_BASE_URL": "https://agents.example.com",
+    "COGNITO_ISSUER": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TEST",
+    "COGNITO_CLIENT_IDS": "client-a",
+    "COGNITO_JWKS_URL": "http://127.0.0.1:9/jwks.json",
+    "ALLOW_INSECURE_LOOPBACK": "true",
+    "VAULT_PREFIX": "vault",
+    "VAULT_KMS_KEY_ARN": "arn:aws:kms:us-east-1:111111111111:key/test",
+    "SESSION_TABLE_NAME": "sessions",
+    "PROVIDERS": "[]",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+}
 PYTHONPATH = os.pathsep.join(str(ROOT / "services" / d) for d in ("common", "binder", "agent"))
 
 
 @pytest.mark.parametrize(
     ("name", "client"),
     [
-        ("binder", lambda: TestClient(create_binder(BinderSettings.from_env({})))),
+        ("binder", lambda: TestClient(create_binder(BinderSettings.from_env(BINDER_ENV)))),
         ("agent", lambda: TestClient(create_agent(AgentSettings.from_env({})))),
     ],
 )
@@ -59,11 +76,11 @@ def test_healthz(name: str, client: object) -> None:
 )
 def test_binder_settings_name_the_bad_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
-        BinderSettings.from_env(env)
+        BinderSettings.from_env({**BINDER_ENV, **env})
 
 
 def test_defaults_bind_loopback_only() -> None:
-    assert BinderSettings.from_env({}).server.bind_host == "127.0.0.1"
+    assert BinderSettings.from_env(BINDER_ENV).server.bind_host == "127.0.0.1"
     assert AgentSettings.from_env({}).server.bind_host == "127.0.0.1"
 
 
@@ -106,7 +123,9 @@ def _wait_healthy(
 @pytest.fixture
 def binder_process() -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
     ports = _free_ports(2)
-    process = _start("binder", {"PUBLIC_PORT": str(ports[0]), "INTERNAL_PORT": str(ports[1])})
+    process = _start(
+        "binder", {**BINDER_ENV, "PUBLIC_PORT": str(ports[0]), "INTERNAL_PORT": str(ports[1])}
+    )
     try:
         yield process, ports
     finally:
@@ -155,7 +174,7 @@ def test_port_in_use_is_named() -> None:
 
 
 def test_bad_setting_stops_the_process_with_its_name() -> None:
-    process = _start("binder", {"PUBLIC_PORT": "not-a-port"})
+    process = _start("binder", {**BINDER_ENV, "PUBLIC_PORT": "not-a-port"})
     _, stderr = process.communicate(timeout=30)
     assert process.returncode != 0
     assert "binder: configuration error: PUBLIC_PORT must be an integer" in stderr

@@ -5,17 +5,66 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-from svc_common.settings import ServerSettings, SettingsError, env_port
+from svc_common.settings import ServerSettings, SettingsError, env_int, env_port, env_str
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value not in ("", "0", "1", "true", "false", "yes", "no"):
+        raise SettingsError(f"{name} must be true or false")
+    return value in ("1", "true", "yes")
+
+
+def _url(url: str, name: str, *, allow_loopback_http: bool) -> str:
+    parts = urlsplit(url)
+    loopback_http = parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+    if not parts.hostname or not (
+        parts.scheme == "https" or (allow_loopback_http and loopback_http)
+    ):
+        raise SettingsError(f"{name} must be an https URL (http only on loopback for local runs)")
+    if parts.fragment or parts.username:
+        raise SettingsError(f"{name} must not carry a fragment or credentials")
+    return url
+
+
+def _origin(url: str, name: str, *, allow_loopback_http: bool) -> str:
+    _url(url, name, allow_loopback_http=allow_loopback_http)
+    parts = urlsplit(url)
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise SettingsError(f"{name} must be an origin: scheme, host and port only")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     server: ServerSettings
+    aws_region: str
     # Browser routes (/oauth2/*), reached through the ALB.
-    public_port: int = 8080
+    public_port: int
     # Agent-to-binder API (/internal/*), reached only through Service Connect.
-    internal_port: int = 8081
+    internal_port: int
+    # Where browsers reach the binder's /oauth2/* routes (the ALB's https://{domain}).
+    public_base_url: str
+    cognito_issuer: str
+    cognito_client_ids: tuple[str, ...]
+    cognito_jwks_url: str | None
+    allowed_return_origins: tuple[str, ...]
+    vault_prefix: str
+    vault_kms_key_id: str
+    session_table: str
+    providers_json: str
+    # Local stack only: http:// provider endpoints and base URL on loopback addresses.
+    allow_insecure_loopback: bool
+    session_ttl_seconds: int
+    refresh_skew_seconds: int
+    lease_seconds: int
+    cache_ttl_seconds: int
+    http_timeout_seconds: int
+    max_body_bytes: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -24,4 +73,42 @@ class Settings:
         internal = env_port(env, "INTERNAL_PORT", 8081)
         if public == internal:
             raise SettingsError("PUBLIC_PORT and INTERNAL_PORT must differ")
-        return cls(server=ServerSettings.from_env(env), public_port=public, internal_port=internal)
+        insecure = _flag(env, "ALLOW_INSECURE_LOOPBACK")
+        issuer = env_str(env, "COGNITO_ISSUER").rstrip("/")
+        _url(issuer, "COGNITO_ISSUER", allow_loopback_http=insecure)
+        client_ids = tuple(c.strip() for c in env_str(env, "COGNITO_CLIENT_IDS").split(",") if c)
+        jwks_url = env.get("COGNITO_JWKS_URL", "").strip() or None
+        if jwks_url:
+            _url(jwks_url, "COGNITO_JWKS_URL", allow_loopback_http=insecure)
+        origins = tuple(
+            _origin(o.strip(), "ALLOWED_RETURN_ORIGINS", allow_loopback_http=insecure)
+            for o in env.get("ALLOWED_RETURN_ORIGINS", "").split(",")
+            if o.strip()
+        )
+        prefix = env_str(env, "VAULT_PREFIX")
+        if "/" in prefix or "*" in prefix:
+            raise SettingsError("VAULT_PREFIX must not contain '/' or '*'")
+        return cls(
+            server=ServerSettings.from_env(env),
+            aws_region=env_str(env, "AWS_REGION", env.get("AWS_DEFAULT_REGION")),
+            public_port=public,
+            internal_port=internal,
+            public_base_url=_origin(
+                env_str(env, "PUBLIC_BASE_URL"), "PUBLIC_BASE_URL", allow_loopback_http=insecure
+            ),
+            cognito_issuer=issuer,
+            cognito_client_ids=client_ids,
+            cognito_jwks_url=jwks_url,
+            allowed_return_origins=origins,
+            vault_prefix=prefix,
+            vault_kms_key_id=env_str(env, "VAULT_KMS_KEY_ARN"),
+            session_table=env_str(env, "SESSION_TABLE_NAME"),
+            providers_json=env_str(env, "PROVIDERS", "[]"),
+            allow_insecure_loopback=insecure,
+            session_ttl_seconds=env_int(env, "SESSION_TTL_SECONDS", 600, low=60, high=3600),
+            refresh_skew_seconds=env_int(env, "REFRESH_SKEW_SECONDS", 300, low=0, high=3600),
+            lease_seconds=env_int(env, "REFRESH_LEASE_SECONDS", 30, low=5, high=300),
+            cache_ttl_seconds=env_int(env, "TOKEN_CACHE_SECONDS", 60, low=0, high=3600),
+            http_timeout_seconds=env_int(env, "HTTP_TIMEOUT_SECONDS", 10, low=1, high=60),
+            max_body_bytes=env_int(env, "MAX_BODY_BYTES", 16384, low=1024, high=1048576),
+        )

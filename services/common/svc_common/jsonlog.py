@@ -34,6 +34,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"), default=str)
 
 
+# Libraries that log request and response bodies at DEBUG (botocore logs every
+# GetSecretValue response, tokens included) or URLs at INFO. They stay at WARNING whatever
+# LOG_LEVEL says: a debugging session must not write the vault into the logs.
+QUIET_LOGGERS = (
+    "botocore",
+    "boto3",
+    "urllib3",
+    "s3transfer",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "authlib",
+    "hpack",
+)
+
+
+def quiet_third_party() -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def configure(service: str, level: str) -> None:
     """Route the root logger and uvicorn's loggers through the JSON formatter."""
     handler = logging.StreamHandler()
@@ -47,3 +69,4 @@ def configure(service: str, level: str) -> None:
         logger.propagate = True
     # Access lines carry query strings (OAuth codes and states): never log them.
     logging.getLogger("uvicorn.access").disabled = True
+    quiet_third_party()

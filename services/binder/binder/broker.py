@@ -1,0 +1,631 @@
+"""What the binder does, independent of HTTP: issue, refresh, bind, store and revoke tokens.
+
+The two binding checks live here: the browser user who opens an authorization link must be
+the user the session was created for (first check, before any redirect to the provider), and
+the browser user who comes back to the callback must be that same user (second check, before
+the code is exchanged). A failed first check kills the session for everyone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import anyio
+import httpx2
+from botocore.exceptions import BotoCoreError, ClientError
+
+from binder.audit import audit
+from binder.oauth import OAuthClient, ProviderError, TokenGrant, new_code_verifier, new_state
+from binder.providers import ProviderRegistry, ProviderSpec, request_scopes
+from binder.sessions import (
+    AUTHORIZING,
+    COMPLETED,
+    PENDING,
+    AuthSession,
+    SessionStore,
+    SessionStoreUnavailable,
+    TransitionRefused,
+    hash_secret,
+)
+from binder.vault import ACTIVE, REAUTHORIZATION_REQUIRED, TokenRecord, Vault, VaultUnavailable
+from svc_common.identity import VerifiedUser
+
+
+@dataclass(frozen=True, kw_only=True)
+class IssuedToken:
+    access_token: str
+    token_type: str
+    expires_at: int | None
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsentRequired:
+    reason: str
+    authorization_url: str
+    session_id: str
+    expires_at: int
+
+
+class Unavailable(Exception):
+    """A dependency failed; the caller should retry after `retry_after` seconds.
+
+    status 503 for AWS and busy refreshes, 502 for a failing provider."""
+
+    def __init__(self, code: str, *, status: int = 503, retry_after: int = 5) -> None:
+        super().__init__(code)
+        self.code = code
+        self.status = status
+        self.retry_after = retry_after
+
+
+class FlowError(Exception):
+    """A browser flow step refused; `code` selects the page, `status` the HTTP status."""
+
+    def __init__(self, code: str, status: int) -> None:
+        super().__init__(code)
+        self.code = code
+        self.status = status
+
+
+@dataclass(frozen=True, kw_only=True)
+class Connection:
+    provider: str
+    scopes: tuple[str, ...]
+    expires_at: int | None
+    status: str
+    connected_at: int
+
+
+class Broker:
+    def __init__(
+        self,
+        *,
+        registry: ProviderRegistry,
+        vault: Vault,
+        sessions: SessionStore,
+        oauth: OAuthClient,
+        secrets_client: Any,
+        http: httpx2.AsyncClient,
+        public_base_url: str,
+        allowed_return_origins: tuple[str, ...],
+        refresh_skew: int = 300,
+        lease_seconds: int = 30,
+        lease_wait_seconds: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._registry = registry
+        self._vault = vault
+        self._sessions = sessions
+        self._oauth = oauth
+        self._secrets = secrets_client
+        self._http = http
+        self._base = public_base_url.rstrip("/")
+        self._origins = frozenset(allowed_return_origins)
+        self._skew = refresh_skew
+        self._lease_seconds = lease_seconds
+        self._lease_wait = lease_wait_seconds
+        self._clock = clock
+        self._owner = secrets.token_hex(8)  # this process, for refresh leases
+        self._refresh_locks: dict[tuple[str, str], anyio.Lock] = {}
+        self._client_secrets: dict[str, tuple[float, str]] = {}
+        self.upstream_refreshes = 0
+
+    # -- the internal API ------------------------------------------------------------------
+
+    async def provider(self, name: str) -> ProviderSpec:
+        try:
+            return await self._registry.get(name, self._http)
+        except KeyError:
+            raise
+        except Exception:
+            raise Unavailable("provider_discovery", status=502) from None
+
+    def return_url_allowed(self, url: str | None) -> bool:
+        if url is None:
+            return True
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname or parts.username:
+            return False
+        return f"{parts.scheme}://{parts.netloc}" in self._origins
+
+    async def token(
+        self,
+        user: VerifiedUser,
+        spec: ProviderSpec,
+        scopes: tuple[str, ...],
+        *,
+        return_url: str | None,
+        request_id: str,
+    ) -> IssuedToken | ConsentRequired:
+        record = await self._read(user.user_hash, spec.name)
+        if record is None:
+            return await self._consent(user, spec, scopes, return_url, "no_connection", request_id)
+        if record.status != ACTIVE:
+            return await self._consent(
+                user, spec, scopes, return_url, REAUTHORIZATION_REQUIRED, request_id
+            )
+        if not record.covers(scopes):
+            wanted = tuple(dict.fromkeys((*record.scopes, *scopes)))
+            return await self._consent(
+                user, spec, wanted, return_url, "insufficient_scope", request_id
+            )
+        now = self._clock()
+        if not record.fresh(now, self._skew):
+            record = await self._refresh(user, spec, record, request_id)
+            if record.status != ACTIVE:
+                return await self._consent(
+                    user, spec, scopes, return_url, REAUTHORIZATION_REQUIRED, request_id
+                )
+        audit(
+            "token_issued",
+            outcome="ok",
+            request_id=request_id,
+            user_hash=user.user_hash,
+            provider=spec.name,
+            scopes=scopes,
+        )
+        return IssuedToken(
+            access_token=record.access_token,
+            token_type=record.token_type,
+            expires_at=record.expires_at,
+            scopes=record.scopes,
+        )
+
+    async def connections(self, user: VerifiedUser) -> list[Connection]:
+        found = []
+        for name in self._registry.names():
+            record = await self._read(user.user_hash, name)
+            if record is not None:
+                status = record.status
+                if (
+                    status == ACTIVE
+                    and not record.usable(self._clock())
+                    and not record.refresh_token
+                ):
+                    status = "expired"
+                found.append(
+                    Connection(
+                        provider=name,
+                        scopes=record.scopes,
+                        expires_at=record.expires_at,
+                        status=status,
+                        connected_at=record.obtained_at,
+                    )
+                )
+        return found
+
+    async def disconnect(self, user: VerifiedUser, spec: ProviderSpec, *, request_id: str) -> bool:
+        record = await self._read(user.user_hash, spec.name, cached=False)
+        if record is None:
+            return False
+        revoked = False
+        if record.status == ACTIVE:
+            secret = await self._client_secret(spec)
+            # Revoking the refresh token ends the grant (and its access tokens) at most providers.
+            for token, hint in (
+                (record.refresh_token, "refresh_token"),
+                (record.access_token, "access_token"),
+            ):
+                if token and not revoked:
+                    revoked = await self._oauth.revoke(
+                        spec, client_secret=secret, token=token, hint=hint
+                    )
+        try:
+            deleted = await self._vault.delete(user.user_hash, spec.name)
+        except VaultUnavailable as exc:
+            self._vault_down(exc, user, spec.name, request_id)
+        audit(
+            "connection_deleted",
+            outcome="ok" if deleted else "absent",
+            request_id=request_id,
+            user_hash=user.user_hash,
+            provider=spec.name,
+            reason="revoked_upstream" if revoked else "not_revoked_upstream",
+        )
+        return deleted
+
+    # -- the browser flow ------------------------------------------------------------------
+
+    async def start_authorization(
+        self, user: VerifiedUser, session_id: str, *, request_id: str
+    ) -> str:
+        """First binding check, then the provider's authorization URL."""
+        session = await self._session(session_id)
+        sid = hash_secret(session_id)
+        if session.user_hash != user.user_hash:
+            await self._sessions.fail(session_id)
+            audit(
+                "binding_rejected",
+                outcome="refused",
+                request_id=request_id,
+                user_hash=user.user_hash,
+                provider=session.provider,
+                session_id_hash=sid,
+                reason="authorize_by_other_user",
+            )
+            raise FlowError("foreign_session", 403)
+        if session.expired(self._clock()):
+            raise FlowError("expired_session", 410)
+        if session.status != PENDING:
+            raise FlowError("used_session", 409)
+        try:
+            spec = await self.provider(session.provider)
+        except KeyError:
+            raise FlowError("unknown_provider", 404) from None
+        state = new_state()
+        verifier = new_code_verifier()
+        nonce = secrets.token_urlsafe(24) if spec.is_oidc else None
+        try:
+            await self._sessions.begin_authorization(
+                session, user_hash=user.user_hash, state=state, code_verifier=verifier, nonce=nonce
+            )
+        except TransitionRefused:
+            raise FlowError("used_session", 409) from None
+        except SessionStoreUnavailable as exc:
+            raise Unavailable(exc.code) from None
+        return self._oauth.authorization_url(
+            spec,
+            redirect_uri=spec.callback_url(self._base),
+            state=state,
+            code_verifier=verifier,
+            nonce=nonce,
+            scopes=request_scopes(spec, session.scopes),
+        )
+
+    async def complete_authorization(
+        self,
+        user: VerifiedUser,
+        provider_name: str,
+        params: Mapping[str, str],
+        *,
+        request_id: str,
+    ) -> str | None:
+        """Second binding check, code exchange, vault write; returns the return URL if any."""
+        state = params.get("state", "")
+        if not state or len(state) > 512:
+            audit(
+                "state_rejected",
+                outcome="refused",
+                request_id=request_id,
+                user_hash=user.user_hash,
+                provider=provider_name,
+                reason="missing_state",
+            )
+            raise FlowError("bad_state", 400)
+        try:
+            pending = await self._sessions.consume_state(state)
+        except SessionStoreUnavailable as exc:
+            raise Unavailable(exc.code) from None
+        if pending is None:
+            audit(
+                "state_rejected",
+                outcome="refused",
+                request_id=request_id,
+                user_hash=user.user_hash,
+                provider=provider_name,
+                reason="unknown_or_used",
+            )
+            raise FlowError("bad_state", 400)
+        session = await self._session(pending.session_id)
+        sid = hash_secret(session.session_id)
+
+        async def fail(code: str, status: int, event: str = "authorization_failed") -> FlowError:
+            await self._sessions.fail(session.session_id)
+            audit(
+                event,
+                outcome="refused",
+                request_id=request_id,
+                user_hash=user.user_hash,
+                provider=session.provider,
+                session_id_hash=sid,
+                reason=code,
+            )
+            return FlowError(code, status)
+
+        if session.user_hash != user.user_hash:
+            raise await fail("foreign_callback", 403, "binding_rejected")
+        if session.provider != provider_name:
+            raise await fail("provider_mismatch", 400)
+        if session.status != AUTHORIZING:
+            raise await fail("used_session", 409)
+        if session.expired(self._clock()):
+            raise await fail("expired_session", 410)
+        try:
+            spec = await self.provider(session.provider)
+        except KeyError:
+            raise await fail("unknown_provider", 404) from None
+        issuer = params.get("iss")
+        if issuer is not None and not spec.issuer_matches(issuer):
+            raise await fail("issuer_mismatch", 400)
+        if issuer is None and spec.returns_iss:
+            raise await fail("issuer_missing", 400)
+        if "error" in params:
+            code = params["error"] if params["error"].replace("_", "").isalnum() else "error"
+            raise await fail(f"provider_error:{code[:40]}", 400)
+        code_value = params.get("code", "")
+        if not code_value or len(code_value) > 4096:
+            raise await fail("missing_code", 400)
+
+        secret = await self._client_secret(spec)
+        try:
+            grant = await self._oauth.exchange_code(
+                spec,
+                client_secret=secret,
+                redirect_uri=spec.callback_url(self._base),
+                code=code_value,
+                code_verifier=pending.code_verifier,
+            )
+            if spec.is_oidc:
+                if not grant.id_token:
+                    raise ProviderError("rejected", "no_id_token")
+                await self._oauth.validate_id_token(
+                    spec, grant.id_token, nonce=pending.nonce, http=self._http
+                )
+        except ProviderError as exc:
+            status = 502 if exc.kind == "unavailable" else 400
+            raise await fail(f"exchange_{exc.code}"[:60], status) from None
+
+        record = self._record(spec, grant, requested=session.scopes)
+        try:
+            await self._vault.put(user.user_hash, spec.name, record)
+        except VaultUnavailable as exc:
+            await self._sessions.fail(session.session_id)
+            self._vault_down(exc, user, spec.name, request_id)
+        # The tokens are stored; if this fails the session simply expires.
+        with contextlib.suppress(TransitionRefused, SessionStoreUnavailable):
+            await self._sessions.transition(
+                session.session_id, to=COMPLETED, allowed_from=(AUTHORIZING,)
+            )
+        audit(
+            "connection_created",
+            outcome="ok",
+            request_id=request_id,
+            user_hash=user.user_hash,
+            provider=spec.name,
+            scopes=record.scopes,
+            session_id_hash=sid,
+        )
+        return session.return_url if self.return_url_allowed(session.return_url) else None
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _session(self, session_id: str) -> AuthSession:
+        if not session_id or len(session_id) > 128:
+            raise FlowError("unknown_session", 404)
+        try:
+            session = await self._sessions.get(session_id)
+        except SessionStoreUnavailable as exc:
+            raise Unavailable(exc.code) from None
+        if session is None:
+            raise FlowError("unknown_session", 404)
+        return session
+
+    async def _consent(
+        self,
+        user: VerifiedUser,
+        spec: ProviderSpec,
+        scopes: tuple[str, ...],
+        return_url: str | None,
+        reason: str,
+        request_id: str,
+    ) -> ConsentRequired:
+        try:
+            session = await self._sessions.create(
+                user_hash=user.user_hash,
+                provider=spec.name,
+                scopes=scopes,
+                return_url=return_url,
+                reason=reason,
+            )
+        except (SessionStoreUnavailable, TransitionRefused) as exc:
+            raise Unavailable(getattr(exc, "code", "session_store")) from None
+        audit(
+            "session_created",
+            outcome="consent_required",
+            request_id=request_id,
+            user_hash=user.user_hash,
+            provider=spec.name,
+            scopes=scopes,
+            session_id_hash=hash_secret(session.session_id),
+            reason=reason,
+        )
+        return ConsentRequired(
+            reason=reason,
+            authorization_url=f"{self._base}/oauth2/authorize/{session.session_id}",
+            session_id=session.session_id,
+            expires_at=session.expires_at,
+        )
+
+    async def _read(
+        self, user_hash: str, provider: str, *, cached: bool = True
+    ) -> TokenRecord | None:
+        try:
+            return await self._vault.get(user_hash, provider, cached=cached)
+        except VaultUnavailable as exc:
+            audit(
+                "vault_unavailable",
+                outcome="error",
+                user_hash=user_hash,
+                provider=provider,
+                reason=exc.code,
+            )
+            raise Unavailable(exc.code) from None
+
+    def _vault_down(
+        self, exc: VaultUnavailable, user: VerifiedUser, provider: str, request_id: str
+    ) -> NoReturn:
+        audit(
+            "vault_unavailable",
+            outcome="error",
+            request_id=request_id,
+            user_hash=user.user_hash,
+            provider=provider,
+            reason=exc.code,
+        )
+        raise Unavailable(exc.code) from None
+
+    async def _refresh(
+        self, user: VerifiedUser, spec: ProviderSpec, record: TokenRecord, request_id: str
+    ) -> TokenRecord:
+        """One refresh per token at a time: in-process lock, then a DynamoDB lease; waiters
+        re-read the vault instead of refreshing again (single-use refresh tokens survive)."""
+        key = (user.user_hash, spec.name)
+        lock = self._refresh_locks.setdefault(key, anyio.Lock())
+        async with lock:
+            current = await self._read(user.user_hash, spec.name)
+            if current is None:
+                return record.with_status(REAUTHORIZATION_REQUIRED)
+            if current.status != ACTIVE or current.fresh(self._clock(), self._skew):
+                return current
+            if not current.refresh_token:
+                return (
+                    current
+                    if current.usable(self._clock())
+                    else current.with_status(REAUTHORIZATION_REQUIRED)
+                )
+            lease_key = f"{user.user_hash}#{spec.name}"
+            deadline = self._clock() + self._lease_wait
+            delay = 0.05
+            while True:
+                try:
+                    acquired = await self._sessions.acquire_lease(
+                        lease_key, owner=self._owner, seconds=self._lease_seconds
+                    )
+                except SessionStoreUnavailable as exc:
+                    raise Unavailable(exc.code) from None
+                if acquired:
+                    try:
+                        return await self._refresh_holding_lease(user, spec, request_id)
+                    finally:
+                        # An unreleased lease expires on its own.
+                        with contextlib.suppress(SessionStoreUnavailable):
+                            await self._sessions.release_lease(lease_key, owner=self._owner)
+                # Another task is refreshing: wait for its result in the vault.
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                current = await self._read(user.user_hash, spec.name, cached=False)
+                if current is None or current.status != ACTIVE:
+                    return (current or record).with_status(REAUTHORIZATION_REQUIRED)
+                if current.fresh(self._clock(), self._skew):
+                    return current
+                if self._clock() > deadline:
+                    if current.usable(self._clock()):
+                        return current
+                    raise Unavailable("refresh_busy", retry_after=2)
+
+    async def _refresh_holding_lease(
+        self, user: VerifiedUser, spec: ProviderSpec, request_id: str
+    ) -> TokenRecord:
+        current = await self._read(user.user_hash, spec.name, cached=False)
+        if current is None or current.status != ACTIVE:
+            return (current or _empty(spec)).with_status(REAUTHORIZATION_REQUIRED)
+        if current.fresh(self._clock(), self._skew) or not current.refresh_token:
+            return current
+        secret = await self._client_secret(spec)
+        self.upstream_refreshes += 1
+        try:
+            grant = await self._oauth.refresh(
+                spec, client_secret=secret, refresh_token=current.refresh_token
+            )
+        except ProviderError as exc:
+            audit(
+                "refresh_failed",
+                outcome="error",
+                request_id=request_id,
+                user_hash=user.user_hash,
+                provider=spec.name,
+                reason=exc.code,
+            )
+            if exc.kind == "invalid_grant":
+                dead = replace(
+                    current, access_token="", refresh_token=None, status=REAUTHORIZATION_REQUIRED
+                )
+                try:
+                    await self._vault.put(user.user_hash, spec.name, dead)
+                except VaultUnavailable as vault_exc:
+                    self._vault_down(vault_exc, user, spec.name, request_id)
+                return dead
+            if current.usable(self._clock()):
+                return current  # still valid for a while: serve it, refresh next time
+            raise Unavailable(f"provider_{exc.code}"[:60], status=502, retry_after=10) from None
+        updated = self._record(spec, grant, requested=current.scopes, previous=current)
+        try:
+            await self._vault.put(user.user_hash, spec.name, updated)
+        except VaultUnavailable as exc:
+            # The provider may have rotated the refresh token we could not save; the old one
+            # may now be dead, and the next refresh will ask the user to reconnect.
+            self._vault_down(exc, user, spec.name, request_id)
+        audit(
+            "token_refreshed",
+            outcome="ok",
+            request_id=request_id,
+            user_hash=user.user_hash,
+            provider=spec.name,
+            scopes=updated.scopes,
+        )
+        return updated
+
+    def _record(
+        self,
+        spec: ProviderSpec,
+        grant: TokenGrant,
+        *,
+        requested: tuple[str, ...],
+        previous: TokenRecord | None = None,
+    ) -> TokenRecord:
+        if grant.scopes is not None:
+            scopes = grant.scopes
+        elif previous is not None:
+            scopes = previous.scopes
+        else:
+            scopes = request_scopes(spec, requested)
+        return TokenRecord(
+            provider=spec.name,
+            access_token=grant.access_token,
+            token_type=grant.token_type,
+            refresh_token=grant.refresh_token or (previous.refresh_token if previous else None),
+            expires_at=grant.expires_at,
+            scopes=tuple(scopes),
+            obtained_at=int(self._clock()),
+            status=ACTIVE,
+        )
+
+    async def _client_secret(self, spec: ProviderSpec) -> str:
+        """The provider's client secret from Secrets Manager, cached five minutes."""
+        cached = self._client_secrets.get(spec.name)
+        if cached and cached[0] > self._clock():
+            return cached[1]
+        if not spec.secret_arn:
+            raise Unavailable("client_secret_not_configured", status=503, retry_after=60)
+        arn = spec.secret_arn
+
+        def read() -> str:
+            value = self._secrets.get_secret_value(SecretId=arn)["SecretString"]
+            data = json.loads(value)
+            return str(data["client_secret"])
+
+        try:
+            secret = await anyio.to_thread.run_sync(read)
+        except (ClientError, BotoCoreError, KeyError, ValueError):
+            raise Unavailable("client_secret_unavailable") from None
+        self._client_secrets[spec.name] = (self._clock() + 300, secret)
+        return secret
+
+
+def _empty(spec: ProviderSpec) -> TokenRecord:
+    return TokenRecord(
+        provider=spec.name,
+        access_token="",
+        token_type="Bearer",  # noqa: S106 - a token type name, not a secret
+        expires_at=None,
+        scopes=(),
+        obtained_at=0,
+    )

@@ -1,0 +1,302 @@
+"""The OAuth 2.0 client side of the binder, on authlib's httpx2 client.
+
+Each operation uses a fresh authlib client (authlib keeps the last token on the client object;
+nothing of one user's must ever sit where another user's request could reach it). Provider
+failures become `ProviderError` with a short, safe code; responses are never echoed.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx2
+from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from binder.providers import ProviderSpec
+
+ID_TOKEN_ALGORITHMS = ["RS256", "ES256", "PS256"]
+
+
+class ProviderError(Exception):
+    """kind: "invalid_grant" (re-authorization needed), "unavailable" (retry later) or
+    "rejected" (the provider refused the request for another reason)."""
+
+    def __init__(self, kind: str, code: str) -> None:
+        super().__init__(f"provider {kind}: {code}")
+        self.kind = kind
+        self.code = code
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenGrant:
+    access_token: str = field(repr=False)
+    token_type: str
+    refresh_token: str | None = field(repr=False)
+    expires_at: int | None
+    scopes: tuple[str, ...] | None
+    id_token: str | None = field(repr=False)
+
+
+def new_state() -> str:
+    """256 bits from the OS CSPRNG (the issue asks for at least 128)."""
+    return secrets.token_urlsafe(32)
+
+
+def new_code_verifier() -> str:
+    """RFC 7636: 43-128 characters of [A-Za-z0-9-._~]; 64 bytes of entropy, base64url."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(48)).rstrip(b"=").decode()
+
+
+class OAuthClient:
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._timeout = timeout
+        self._clock = clock
+        self._transport = transport  # tests inject the fake provider here
+        self._jwks: dict[str, tuple[float, KeySet]] = {}
+        self._jwks_lock = anyio.Lock()
+
+    def _client(self, spec: ProviderSpec, *, client_secret: str, redirect_uri: str | None) -> Any:
+        client = AsyncOAuth2Client(
+            client_id=spec.client_id,
+            client_secret=client_secret,
+            token_endpoint_auth_method=spec.token_endpoint_auth_method,
+            revocation_endpoint_auth_method=spec.token_endpoint_auth_method,
+            redirect_uri=redirect_uri,
+            code_challenge_method="S256" if spec.supports_pkce else None,
+            timeout=self._timeout,
+            follow_redirects=False,
+            transport=self._transport,
+        )
+        if spec.token_response_path:
+            hook = _lift_nested_token(spec.token_response_path)
+            client.register_compliance_hook("access_token_response", hook)
+            client.register_compliance_hook("refresh_token_response", hook)
+        return client
+
+    def authorization_url(
+        self,
+        spec: ProviderSpec,
+        *,
+        redirect_uri: str,
+        state: str,
+        code_verifier: str,
+        nonce: str | None,
+        scopes: tuple[str, ...],
+    ) -> str:
+        client = self._client(spec, client_secret="", redirect_uri=redirect_uri)
+        params: dict[str, str] = dict(spec.extra_authorize_params)
+        params[spec.scope_param] = spec.scope_separator.join(scopes)
+        if nonce:
+            params["nonce"] = nonce
+        url, _ = client.create_authorization_url(
+            spec.authorization_endpoint,
+            state=state,
+            code_verifier=code_verifier if spec.supports_pkce else None,
+            **params,
+        )
+        return str(url)
+
+    async def exchange_code(
+        self,
+        spec: ProviderSpec,
+        *,
+        client_secret: str,
+        redirect_uri: str,
+        code: str,
+        code_verifier: str,
+    ) -> TokenGrant:
+        async with self._client(spec, client_secret=client_secret, redirect_uri=redirect_uri) as c:
+            extra = {"code_verifier": code_verifier} if spec.supports_pkce else {}
+            token = await self._guard(
+                c.fetch_token(
+                    spec.token_endpoint, code=code, grant_type="authorization_code", **extra
+                )
+            )
+        return self._grant(spec, token)
+
+    async def refresh(
+        self, spec: ProviderSpec, *, client_secret: str, refresh_token: str
+    ) -> TokenGrant:
+        async with self._client(spec, client_secret=client_secret, redirect_uri=None) as c:
+            token = await self._guard(
+                c.refresh_token(spec.token_endpoint, refresh_token=refresh_token)
+            )
+        # When the provider sends no new refresh token, authlib puts the old one back into the
+        # response, which is exactly the rule: a missing refresh token keeps the old one.
+        return self._grant(spec, token)
+
+    async def revoke(
+        self, spec: ProviderSpec, *, client_secret: str, token: str, hint: str
+    ) -> bool:
+        """Best effort, RFC 7009 or the provider's own style; True if the provider accepted."""
+        if spec.revocation_style == "none" or (
+            spec.revocation_style == "rfc7009" and not spec.revocation_endpoint
+        ):
+            return False
+        try:
+            async with self._client(spec, client_secret=client_secret, redirect_uri=None) as c:
+                if spec.revocation_style == "rfc7009":
+                    response = await c.revoke_token(
+                        spec.revocation_endpoint, token=token, token_type_hint=hint
+                    )
+                elif spec.revocation_style == "slack":
+                    response = await c.post(
+                        str(spec.revocation_endpoint),
+                        data={"token": token},
+                        withhold_token=True,
+                    )
+                elif spec.revocation_style == "github":
+                    response = await c.request(
+                        "DELETE",
+                        str(spec.revocation_endpoint),
+                        json={"access_token": token},
+                        auth=(spec.client_id, client_secret),
+                        headers={"Accept": "application/vnd.github+json"},
+                        withhold_token=True,
+                    )
+                else:
+                    return False
+        except (httpx2.HTTPError, OAuthError):
+            return False
+        return bool(200 <= response.status_code < 300)
+
+    async def validate_id_token(
+        self, spec: ProviderSpec, id_token: str, *, nonce: str | None, http: httpx2.AsyncClient
+    ) -> dict[str, Any]:
+        """Signature (provider JWKS), iss, aud, exp and nonce of an OIDC ID token."""
+        if not spec.jwks_uri:
+            raise ProviderError("rejected", "no_jwks_uri")
+        keys = await self._keys(spec.jwks_uri, http)
+        try:
+            decoded = jwt.decode(id_token, keys, algorithms=ID_TOKEN_ALGORITHMS)
+        except (JoseError, ValueError):
+            # The provider may have rotated its keys since we cached them.
+            keys = await self._keys(spec.jwks_uri, http, refresh=True)
+            try:
+                decoded = jwt.decode(id_token, keys, algorithms=ID_TOKEN_ALGORITHMS)
+            except (JoseError, ValueError):
+                raise ProviderError("rejected", "id_token_signature") from None
+        claims = decoded.claims
+        now = self._clock()
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if not isinstance(claims.get("iss"), str) or not spec.issuer_matches(claims["iss"]):
+            raise ProviderError("rejected", "id_token_issuer")
+        if spec.client_id not in audiences:
+            raise ProviderError("rejected", "id_token_audience")
+        if not isinstance(claims.get("exp"), int) or claims["exp"] + 60 < now:
+            raise ProviderError("rejected", "id_token_expired")
+        if nonce is not None and not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
+            raise ProviderError("rejected", "id_token_nonce")
+        return dict(claims)
+
+    async def _keys(self, url: str, http: httpx2.AsyncClient, *, refresh: bool = False) -> KeySet:
+        async with self._jwks_lock:
+            cached = self._jwks.get(url)
+            if cached and not refresh and cached[0] > self._clock():
+                return cached[1]
+            try:
+                response = await http.get(url, timeout=self._timeout)
+                response.raise_for_status()
+                keys = KeySet.import_key_set(response.json())
+            except (httpx2.HTTPError, ValueError, JoseError):
+                if cached:
+                    return cached[1]
+                raise ProviderError("unavailable", "jwks") from None
+            self._jwks[url] = (self._clock() + 3600, keys)
+            return keys
+
+    async def _guard(self, call: Any) -> Mapping[str, Any]:
+        try:
+            token: Mapping[str, Any] = await call
+        except OAuthError as exc:
+            code = str(exc.error or "error")
+            if code == "invalid_grant":
+                raise ProviderError("invalid_grant", code) from None
+            if code in ("temporarily_unavailable", "server_error", "slow_down"):
+                raise ProviderError("unavailable", code) from None
+            raise ProviderError("rejected", _safe(code)) from None
+        except httpx2.HTTPStatusError as exc:
+            status = exc.response.status_code
+            kind = "unavailable" if status >= 500 or status == 429 else "rejected"
+            raise ProviderError(kind, f"http_{status}") from None
+        except httpx2.HTTPError as exc:
+            raise ProviderError("unavailable", type(exc).__name__) from None
+        except ValueError:
+            raise ProviderError("rejected", "malformed_response") from None
+        if not isinstance(token.get("access_token"), str) or not token["access_token"]:
+            raise ProviderError("rejected", "no_access_token")
+        return token
+
+    def _grant(self, spec: ProviderSpec, token: Mapping[str, Any]) -> TokenGrant:
+        now = int(self._clock())
+        expires_in = token.get("expires_in")
+        expires_at: int | None
+        if isinstance(expires_in, int | float | str) and str(expires_in).isdigit():
+            expires_at = now + int(expires_in)
+        elif not spec.tokens_expire:
+            expires_at = None
+        elif spec.default_expires_in:
+            expires_at = now + spec.default_expires_in
+        else:
+            expires_at = None
+        scope = token.get("scope")
+        scopes: tuple[str, ...] | None = None
+        if isinstance(scope, str) and scope.strip():
+            separator = "," if "," in scope and " " not in scope else " "
+            scopes = tuple(s for s in scope.split(separator) if s)
+        refresh = token.get("refresh_token")
+        id_token = token.get("id_token")
+        return TokenGrant(
+            access_token=str(token["access_token"]),
+            token_type=str(token.get("token_type") or "Bearer"),
+            refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+            expires_at=expires_at,
+            scopes=scopes,
+            id_token=id_token if isinstance(id_token, str) else None,
+        )
+
+
+def _safe(code: str) -> str:
+    """Provider error codes are ASCII words; anything else is not echoed."""
+    return code if code.replace("_", "").isalnum() and len(code) <= 64 else "error"
+
+
+def _lift_nested_token(path: str) -> Callable[[httpx2.Response], httpx2.Response]:
+    """Slack-style responses nest the user token (`authed_user`) and report errors as
+    `{"ok": false, "error": ...}` with HTTP 200; reshape them into RFC 6749 form."""
+
+    def hook(response: httpx2.Response) -> httpx2.Response:
+        try:
+            body = response.json()
+        except ValueError:
+            return response
+        if not isinstance(body, dict):
+            return response
+        if body.get("ok") is False:
+            reshaped: dict[str, Any] = {"error": str(body.get("error", "error"))}
+        else:
+            nested = body.get(path)
+            reshaped = dict(nested) if isinstance(nested, dict) else dict(body)
+        return httpx2.Response(
+            status_code=response.status_code,
+            json=reshaped,
+            request=response.request,
+        )
+
+    return hook

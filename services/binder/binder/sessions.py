@@ -1,0 +1,295 @@
+"""Authorization sessions, one-time OAuth states and refresh leases in one DynamoDB table.
+
+Items (partition key `pk`, expiry `expires_at` in epoch seconds, deleted by DynamoDB's TTL and
+also checked here because TTL deletion is not immediate):
+
+- `session#{id}`: who asked (user hash), for which provider and scopes, where to return, and
+  the status `pending -> authorizing -> completed | failed`; every transition is a conditional
+  write, so two requests can never both move one session forward.
+- `state#{sha256(state)}`: the one-time OAuth `state` (stored hashed) with its PKCE verifier and
+  nonce; the callback consumes it with a conditional delete, so a state works exactly once.
+- `lease#{user_hash}#{provider}`: which binder task may refresh that token right now.
+
+State is never kept in a process, so a flow started on one binder task completes on another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from botocore.exceptions import BotoCoreError, ClientError
+
+PENDING = "pending"
+AUTHORIZING = "authorizing"
+COMPLETED = "completed"
+FAILED = "failed"
+
+
+class SessionStoreUnavailable(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(f"session store unavailable ({code})")
+        self.code = code
+
+
+class TransitionRefused(Exception):
+    """The session was not in the state the transition requires (raced, expired or foreign)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthSession:
+    session_id: str
+    user_hash: str
+    provider: str
+    scopes: tuple[str, ...]
+    return_url: str | None
+    reason: str
+    status: str
+    created_at: int
+    expires_at: int
+
+    def expired(self, now: float) -> bool:
+        return now >= self.expires_at
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingState:
+    session_id: str
+    code_verifier: str
+    nonce: str | None
+    expires_at: int
+
+
+def hash_secret(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class SessionStore:
+    def __init__(
+        self,
+        *,
+        client: Any,
+        table: str,
+        ttl_seconds: int = 600,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._table = table
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self.aws_calls = 0
+
+    async def create(
+        self,
+        *,
+        user_hash: str,
+        provider: str,
+        scopes: tuple[str, ...],
+        return_url: str | None,
+        reason: str,
+    ) -> AuthSession:
+        now = int(self._clock())
+        session = AuthSession(
+            session_id=secrets.token_urlsafe(24),
+            user_hash=user_hash,
+            provider=provider,
+            scopes=scopes,
+            return_url=return_url,
+            reason=reason,
+            status=PENDING,
+            created_at=now,
+            expires_at=now + self._ttl,
+        )
+        item: dict[str, Any] = {
+            "pk": {"S": f"session#{session.session_id}"},
+            "user_hash": {"S": user_hash},
+            "provider": {"S": provider},
+            "scopes": {"L": [{"S": s} for s in scopes]},
+            "reason": {"S": reason},
+            "status": {"S": PENDING},
+            "created_at": {"N": str(now)},
+            "expires_at": {"N": str(session.expires_at)},
+        }
+        if return_url:
+            item["return_url"] = {"S": return_url}
+        await self._call(
+            "put_item",
+            TableName=self._table,
+            Item=item,
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        return session
+
+    async def get(self, session_id: str) -> AuthSession | None:
+        response = await self._call(
+            "get_item",
+            TableName=self._table,
+            Key={"pk": {"S": f"session#{session_id}"}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if not item:
+            return None
+        return AuthSession(
+            session_id=session_id,
+            user_hash=item["user_hash"]["S"],
+            provider=item["provider"]["S"],
+            scopes=tuple(s["S"] for s in item.get("scopes", {}).get("L", [])),
+            return_url=item.get("return_url", {}).get("S"),
+            reason=item.get("reason", {}).get("S", "no_connection"),
+            status=item["status"]["S"],
+            created_at=int(item["created_at"]["N"]),
+            expires_at=int(item["expires_at"]["N"]),
+        )
+
+    async def begin_authorization(
+        self,
+        session: AuthSession,
+        *,
+        user_hash: str,
+        state: str,
+        code_verifier: str,
+        nonce: str | None,
+    ) -> None:
+        """pending -> authorizing for its own user only, and record the one-time state."""
+        now = int(self._clock())
+        state_item: dict[str, Any] = {
+            "pk": {"S": f"state#{hash_secret(state)}"},
+            "session_id": {"S": session.session_id},
+            "code_verifier": {"S": code_verifier},
+            "expires_at": {"N": str(session.expires_at)},
+        }
+        if nonce:
+            state_item["nonce"] = {"S": nonce}
+        try:
+            await self._call(
+                "transact_write_items",
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": {"pk": {"S": f"session#{session.session_id}"}},
+                            "UpdateExpression": "SET #s = :authorizing",
+                            "ConditionExpression": (
+                                "#s = :pending AND user_hash = :user AND expires_at > :now"
+                            ),
+                            "ExpressionAttributeNames": {"#s": "status"},
+                            "ExpressionAttributeValues": {
+                                ":authorizing": {"S": AUTHORIZING},
+                                ":pending": {"S": PENDING},
+                                ":user": {"S": user_hash},
+                                ":now": {"N": str(now)},
+                            },
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": state_item,
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                ],
+            )
+        except _Refused:
+            raise TransitionRefused from None
+
+    async def consume_state(self, state: str) -> PendingState | None:
+        """Delete the state item and return it; None if unknown, used before or expired."""
+        try:
+            response = await self._call(
+                "delete_item",
+                TableName=self._table,
+                Key={"pk": {"S": f"state#{hash_secret(state)}"}},
+                ConditionExpression="attribute_exists(pk)",
+                ReturnValues="ALL_OLD",
+            )
+        except _Refused:
+            return None
+        item = response.get("Attributes") or {}
+        if not item or int(item["expires_at"]["N"]) <= self._clock():
+            return None
+        return PendingState(
+            session_id=item["session_id"]["S"],
+            code_verifier=item["code_verifier"]["S"],
+            nonce=item.get("nonce", {}).get("S"),
+            expires_at=int(item["expires_at"]["N"]),
+        )
+
+    async def transition(self, session_id: str, *, to: str, allowed_from: tuple[str, ...]) -> None:
+        values: dict[str, Any] = {":to": {"S": to}}
+        names = []
+        for i, status in enumerate(allowed_from):
+            values[f":f{i}"] = {"S": status}
+            names.append(f":f{i}")
+        try:
+            await self._call(
+                "update_item",
+                TableName=self._table,
+                Key={"pk": {"S": f"session#{session_id}"}},
+                UpdateExpression="SET #s = :to",
+                ConditionExpression=f"attribute_exists(pk) AND #s IN ({', '.join(names)})",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=values,
+            )
+        except _Refused:
+            raise TransitionRefused from None
+
+    async def fail(self, session_id: str) -> None:
+        """Kill a session whatever its progress (a forwarded link is dead for everyone)."""
+        with contextlib.suppress(TransitionRefused):
+            await self.transition(session_id, to=FAILED, allowed_from=(PENDING, AUTHORIZING))
+
+    async def acquire_lease(self, key: str, *, owner: str, seconds: int) -> bool:
+        now = int(self._clock())
+        try:
+            await self._call(
+                "put_item",
+                TableName=self._table,
+                Item={
+                    "pk": {"S": f"lease#{key}"},
+                    "owner": {"S": owner},
+                    "expires_at": {"N": str(now + seconds)},
+                },
+                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
+                ExpressionAttributeValues={":now": {"N": str(now)}},
+            )
+        except _Refused:
+            return False
+        return True
+
+    async def release_lease(self, key: str, *, owner: str) -> None:
+        # Refused: it expired and another task holds it now, so it is not ours to delete.
+        with contextlib.suppress(_Refused):
+            await self._call(
+                "delete_item",
+                TableName=self._table,
+                Key={"pk": {"S": f"lease#{key}"}},
+                ConditionExpression="#o = :owner",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":owner": {"S": owner}},
+            )
+
+    async def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        self.aws_calls += 1
+        method = getattr(self._client, operation)
+        try:
+            result: dict[str, Any] = await anyio.to_thread.run_sync(lambda: method(**kwargs))
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
+            if code in ("ConditionalCheckFailedException", "TransactionCanceledException"):
+                raise _Refused from None
+            raise SessionStoreUnavailable(code) from None
+        except BotoCoreError as exc:
+            raise SessionStoreUnavailable(type(exc).__name__) from None
+        return result
+
+
+class _Refused(Exception):
+    pass

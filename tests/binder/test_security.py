@@ -1,0 +1,449 @@
+"""One test per threat of the design brief: each attack fails, and nothing is stored.
+
+Names follow the threat list so docs/threat-model.md can point at them.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import boto3
+import pytest
+from joserfc.jwk import RSAKey
+from starlette.testclient import TestClient
+
+from svc_common.jsonlog import JsonFormatter, quiet_third_party
+from tests.binder.conftest import (
+    BASE,
+    CLIENT_ID,
+    INTERNAL,
+    ISSUER,
+    PROVIDER_SECRET,
+    PROVIDER_URL,
+    PUBLIC,
+    REGION,
+    Cognito,
+    Harness,
+    make_harness,
+    provider_entry,
+)
+from tests.fakes.provider import FakeProvider
+
+
+def _consent_link(binder: Harness, token: str, **kwargs: Any) -> str:
+    response = binder.request_token(token, **kwargs)
+    assert response.status_code == 403, response.text
+    return str(response.json()["authorization_url"])
+
+
+def _provider_redirect(binder: Harness, token: str) -> str:
+    redirect = binder.open_authorization(token, _consent_link(binder, token))
+    assert redirect.status_code == 302, redirect.text
+    return str(redirect.headers["location"])
+
+
+def _with_query(url: str, **changes: str | None) -> str:
+    parts = urlsplit(url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    for key, value in changes.items():
+        if value is None:
+            query.pop(key, None)
+        else:
+            query[key] = value
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _nothing_stored(binder: Harness) -> None:
+    assert binder.stored_secret_names() == []
+
+
+# -- session binding ----------------------------------------------------------------------------
+
+
+def test_forwarded_authorization_url_opened_by_another_user_is_refused(binder: Harness) -> None:
+    """Browser swapping: alice's consent link, forwarded to bob, must not connect bob's account
+    to alice (or alice's to bob), and the link must die for everyone."""
+    alice, bob = binder.cognito.token("alice"), binder.cognito.token("bob")
+    link = _consent_link(binder, alice)
+    refused = binder.open_authorization(bob, link)
+    assert refused.status_code == 403
+    assert "belongs to someone else" in refused.text
+    assert "location" not in refused.headers
+    # Dead for everyone, the rightful user included.
+    assert binder.open_authorization(alice, link).status_code == 409
+    assert binder.provider.counters.authorize == 0
+    _nothing_stored(binder)
+
+
+def test_callback_completed_by_a_different_user_is_refused(binder: Harness) -> None:
+    """CSRF / login CSRF: alice's provider answer delivered in bob's browser is refused."""
+    alice, bob = binder.cognito.token("alice"), binder.cognito.token("bob")
+    callback = binder.consent_at_provider(_provider_redirect(binder, alice))
+    refused = binder.callback(bob, callback)
+    assert refused.status_code == 403
+    assert binder.provider.counters.token_code == 0, "the code was never exchanged"
+    # The state was consumed and the session failed: alice cannot finish it either.
+    assert binder.callback(alice, callback).status_code == 400
+    _nothing_stored(binder)
+
+
+def test_callback_without_state_is_refused(binder: Harness) -> None:
+    alice = binder.cognito.token("alice")
+    callback = binder.consent_at_provider(_provider_redirect(binder, alice))
+    refused = binder.callback(alice, _with_query(callback, state=None))
+    assert refused.status_code == 400
+    assert "does not match a request you started" in refused.text
+    _nothing_stored(binder)
+
+
+def test_callback_with_forged_state_is_refused(binder: Harness) -> None:
+    alice = binder.cognito.token("alice")
+    callback = binder.consent_at_provider(_provider_redirect(binder, alice))
+    refused = binder.callback(alice, _with_query(callback, state="A" * 43))
+    assert refused.status_code == 400
+    assert binder.provider.counters.token_code == 0
+    _nothing_stored(binder)
+
+
+def test_state_replay_is_refused(binder: Harness) -> None:
+    alice = binder.cognito.token("alice")
+    callback = binder.consent_at_provider(_provider_redirect(binder, alice))
+    assert binder.callback(alice, callback).status_code == 200
+    stored = binder.request_token(alice).json()["access_token"]
+    replay = binder.callback(alice, callback)
+    assert replay.status_code == 400
+    assert binder.provider.counters.token_code == 1
+    assert binder.request_token(alice).json()["access_token"] == stored
+
+
+def test_code_injection_with_another_users_code_is_refused(binder: Harness) -> None:
+    """Bob's own code and state, delivered in alice's browser: the state binds to bob."""
+    alice, bob = binder.cognito.token("alice"), binder.cognito.token("bob")
+    bobs_callback = binder.consent_at_provider(
+        _provider_redirect(binder, bob), subject="bob@provider"
+    )
+    assert binder.callback(alice, bobs_callback).status_code == 403
+    _nothing_stored(binder)
+
+
+def test_code_injection_into_own_state_fails_pkce(binder: Harness) -> None:
+    """An attacker's code spliced into alice's own callback: alice's PKCE verifier does not
+    match the attacker's challenge, so the provider refuses the exchange."""
+    alice, bob = binder.cognito.token("alice"), binder.cognito.token("bob")
+    alices_callback = binder.consent_at_provider(_provider_redirect(binder, alice))
+    bobs_callback = binder.consent_at_provider(
+        _provider_redirect(binder, bob), subject="bob@provider"
+    )
+    bobs_code = parse_qs(urlsplit(bobs_callback).query)["code"][0]
+    refused = binder.callback(alice, _with_query(alices_callback, code=bobs_code))
+    assert refused.status_code == 400
+    assert "refused the authorization" in refused.text
+    _nothing_stored(binder)
+
+
+def test_pkce_downgrade_is_refused(binder: Harness) -> None:
+    """Stripping the S256 challenge from the authorization request gets no usable code."""
+    alice = binder.cognito.token("alice")
+    stripped = _with_query(
+        _provider_redirect(binder, alice), code_challenge=None, code_challenge_method=None
+    )
+    parts = urlsplit(stripped)
+    with TestClient(binder.provider.app(), base_url=PROVIDER_URL) as browser:
+        response = browser.get(
+            f"{parts.path}?{parts.query}&login_hint=alice", follow_redirects=False
+        )
+    if response.status_code in (302, 303):
+        location = response.headers["location"]
+        assert "error=" in location or binder.callback(alice, location).status_code >= 400
+    else:
+        assert response.status_code >= 400
+    _nothing_stored(binder)
+
+
+def test_mix_up_with_a_wrong_issuer_is_refused(binder: Harness) -> None:
+    binder.provider.faults.iss_override = "https://attacker.test"
+    alice = binder.cognito.token("alice")
+    refused = binder.callback(alice, binder.consent_at_provider(_provider_redirect(binder, alice)))
+    assert refused.status_code == 400
+    assert "different issuer" in refused.text
+    assert binder.provider.counters.token_code == 0
+    _nothing_stored(binder)
+
+
+def test_missing_issuer_from_a_provider_that_promises_it_is_refused(binder: Harness) -> None:
+    binder.provider.faults.send_iss = False
+    alice = binder.cognito.token("alice")
+    refused = binder.callback(alice, binder.consent_at_provider(_provider_redirect(binder, alice)))
+    assert refused.status_code == 400
+    _nothing_stored(binder)
+
+
+@pytest.fixture
+def two_providers(aws: dict[str, Any], cognito: Cognito) -> Iterator[Harness]:
+    fake = FakeProvider(
+        issuer=PROVIDER_URL, client_id="binder-client", client_secret=PROVIDER_SECRET
+    )
+    second = {**provider_entry(aws["secret_arn"]), "name": "other"}
+    providers = json.dumps([provider_entry(aws["secret_arn"]), second])
+    app, services = make_harness(aws, cognito, fake, PROVIDERS=providers)
+    with TestClient(app, base_url=PUBLIC) as client:
+        yield Harness(
+            client=client,
+            app=app,
+            services=services,
+            cognito=cognito,
+            provider=fake,
+            secret_arn=aws["secret_arn"],
+            aws=aws,
+        )
+
+
+def test_mix_up_on_another_providers_callback_is_refused(two_providers: Harness) -> None:
+    """The answer for provider `fake` arriving on `other`'s callback path is refused."""
+    binder = two_providers
+    alice = binder.cognito.token("alice")
+    callback = binder.consent_at_provider(_provider_redirect(binder, alice))
+    swapped = callback.replace("/oauth2/callback/fake", "/oauth2/callback/other")
+    refused = binder.callback(alice, swapped)
+    assert refused.status_code == 400
+    assert "different provider" in refused.text
+    _nothing_stored(binder)
+
+
+def test_provider_denial_stores_nothing(binder: Harness) -> None:
+    binder.provider.faults.deny = True
+    alice = binder.cognito.token("alice")
+    refused = binder.callback(alice, binder.consent_at_provider(_provider_redirect(binder, alice)))
+    assert refused.status_code == 400
+    assert "access_denied" in refused.text
+    _nothing_stored(binder)
+
+
+# -- return URL -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example/steal",
+        "https://app.example.com.evil.example/",
+        "https://app.example.com@evil.example/",
+        "http://app.example.com/",
+        "//evil.example/",
+        "javascript:alert(1)",
+        "https://app.example.com:444/",
+    ],
+)
+def test_foreign_origin_return_url_is_refused(binder: Harness, url: str) -> None:
+    alice = binder.cognito.token("alice")
+    response = binder.request_token(alice, return_url=url)
+    assert response.status_code == 400
+    assert response.json()["field"] == "return_url"
+
+
+# -- expiry ---------------------------------------------------------------------------------------
+
+
+def _expire_session(link: str) -> None:
+    session_id = link.rsplit("/", 1)[1]
+    boto3.client("dynamodb", region_name=REGION).update_item(
+        TableName="sessions",
+        Key={"pk": {"S": f"session#{session_id}"}},
+        UpdateExpression="SET expires_at = :past",
+        ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 1)}},
+    )
+
+
+def test_expired_session_is_refused_at_authorize(binder: Harness) -> None:
+    alice = binder.cognito.token("alice")
+    link = _consent_link(binder, alice)
+    _expire_session(link)
+    response = binder.open_authorization(alice, link)
+    assert response.status_code == 410
+    assert "expired" in response.text
+
+
+def test_expired_session_is_refused_at_callback(binder: Harness) -> None:
+    alice = binder.cognito.token("alice")
+    link = _consent_link(binder, alice)
+    redirect = binder.open_authorization(alice, link).headers["location"]
+    callback = binder.consent_at_provider(redirect)
+    _expire_session(link)
+    assert binder.callback(alice, callback).status_code in (400, 410)
+    assert binder.provider.counters.token_code == 0
+    _nothing_stored(binder)
+
+
+def test_unknown_session_is_a_404(binder: Harness) -> None:
+    alice = binder.cognito.token("alice")
+    response = binder.open_authorization(alice, f"{BASE}/oauth2/authorize/{'x' * 32}")
+    assert response.status_code == 404
+
+
+# -- JWT forgery ----------------------------------------------------------------------------------
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _b64(value: dict[str, Any]) -> str:
+    return _b64url(json.dumps(value, separators=(",", ":")).encode())
+
+
+def _forged_tokens(cognito: Cognito) -> dict[str, str]:
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "sub": "alice",
+        "client_id": CLIENT_ID,
+        "token_use": "access",
+        "exp": now + 3600,
+        "iat": now,
+    }
+    other_key = RSAKey.generate_key(2048, parameters={"kid": "pool-key-1"})
+    public_pem = cognito.key.as_pem(private=False)
+    none_header = {"alg": "none", "typ": "JWT"}
+    hs_header = {"alg": "HS256", "kid": "pool-key-1"}
+    hs_input = f"{_b64(hs_header)}.{_b64(claims)}"
+    hs_signature = hmac.new(public_pem, hs_input.encode(), hashlib.sha256).digest()
+    return {
+        "alg_none": f"{_b64(none_header)}.{_b64(claims)}.",
+        # Algorithm confusion: an HMAC keyed with the pool's public key.
+        "hs256_with_public_key": f"{hs_input}.{_b64url(hs_signature)}",
+        "wrong_key": cognito.token("alice", key=other_key),
+        "wrong_issuer": cognito.token("alice", iss="https://cognito-idp.us-east-1.amazonaws.com/x"),
+        "wrong_client": cognito.token("alice", client_id="someone-elses-app"),
+        "id_token": cognito.token("alice", token_use="id", aud=CLIENT_ID),
+        "expired": cognito.token("alice", exp=now - 3600, iat=now - 7200),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "alg_none",
+        "hs256_with_public_key",
+        "wrong_key",
+        "wrong_issuer",
+        "wrong_client",
+        "id_token",
+        "expired",
+    ],
+)
+def test_forged_or_unfit_jwt_is_refused(binder: Harness, kind: str) -> None:
+    token = _forged_tokens(binder.cognito)[kind]
+    internal = binder.request_token(token)
+    assert internal.status_code == 401
+    assert internal.json()["error"] == "invalid_token"
+    assert token not in internal.text
+    browser = binder.client.get(
+        f"{PUBLIC}/oauth2/connections", headers={"x-amzn-oidc-accesstoken": token}
+    )
+    assert browser.status_code == 401
+    assert boto3.client("dynamodb", region_name=REGION).scan(TableName="sessions")["Count"] == 0
+
+
+def test_internal_api_without_a_token_is_refused(binder: Harness) -> None:
+    for method, path in (
+        ("POST", "/internal/tokens"),
+        ("GET", "/internal/connections"),
+        ("DELETE", "/internal/tokens/fake"),
+    ):
+        response = binder.client.request(method, f"{INTERNAL}{path}", json={"provider": "fake"})
+        assert response.status_code == 401, path
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+# -- concurrency, logs, refresh races --------------------------------------------------------------
+
+
+def test_concurrent_users_never_receive_each_others_tokens(binder: Harness) -> None:
+    users = [f"user{i}" for i in range(12)]
+    tokens = {u: binder.cognito.token(u) for u in users}
+    for user in users:
+        link = _consent_link(binder, tokens[user])
+        redirect = binder.open_authorization(tokens[user], link).headers["location"]
+        callback = binder.consent_at_provider(redirect, subject=f"{user}@provider")
+        assert binder.callback(tokens[user], callback).status_code == 200
+
+    def fetch(user: str) -> tuple[str, str]:
+        response = binder.request_token(tokens[user])
+        assert response.status_code == 200
+        return user, response.json()["access_token"]
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(fetch, users * 5))
+    with TestClient(binder.provider.app(), base_url=PROVIDER_URL) as provider:
+        for user, access_token in results:
+            me = provider.get("/userinfo", headers={"authorization": f"Bearer {access_token}"})
+            assert me.json()["sub"] == f"{user}@provider"
+
+
+def test_no_token_code_state_or_secret_in_logs(
+    binder: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Even at LOG_LEVEL=DEBUG (the services quiet the libraries that log bodies)."""
+    quiet_third_party()
+    caplog.set_level(logging.DEBUG)
+    alice = binder.cognito.token("alice")
+    redirect = _provider_redirect(binder, alice)
+    callback = binder.consent_at_provider(redirect)
+    query = parse_qs(urlsplit(callback).query)
+    assert binder.callback(alice, callback).status_code == 200
+    issued = binder.request_token(alice).json()
+    binder.callback(alice, callback)  # a refused replay logs too
+    name = binder.stored_secret_names()[0]
+    stored = json.loads(
+        boto3.client("secretsmanager", region_name=REGION).get_secret_value(SecretId=name)[
+            "SecretString"
+        ]
+    )
+    secrets_ = [
+        alice,
+        issued["access_token"],
+        stored["refresh_token"],
+        query["code"][0],
+        query["state"][0],
+        parse_qs(urlsplit(redirect).query)["code_challenge"][0],
+        PROVIDER_SECRET,
+    ]
+    formatter = JsonFormatter("binder")
+    lines = [formatter.format(record) for record in caplog.records]
+    assert any('"audit":"connection_created"' in line for line in lines)
+    for line in lines:
+        for value in secrets_:
+            assert value not in line
+
+
+def test_concurrent_refresh_in_one_process_refreshes_once(binder: Harness) -> None:
+    binder.provider.faults.expires_in = 60  # within the skew: every use wants a refresh
+    alice = binder.cognito.token("alice")
+    assert (
+        binder.callback(
+            alice, binder.consent_at_provider(_provider_redirect(binder, alice))
+        ).status_code
+        == 200
+    )
+    binder.provider.faults.expires_in = 3600  # the refreshed token is fresh
+
+    def fetch(_: int) -> str:
+        response = binder.request_token(alice)
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        results = set(pool.map(fetch, range(32)))
+    assert binder.provider.counters.refreshes == 1
+    assert binder.provider.counters.replayed_refresh_tokens == 0
+    assert len(results) == 1
+    assert binder.provider.is_token_active(results.pop())
