@@ -23,6 +23,8 @@ SERVICE_REQS := $(wildcard services/*/requirements.txt)
 # The services also run their tests on the Python of their container image (FROM python:X.Y).
 IMAGE_PY_VERSION := $(shell sed -n 's/^FROM python:\([0-9]*\.[0-9]*\)-.*/\1/p' services/agent/Dockerfile)
 IMAGE_VENV := .venv-image
+# Tests that exercise only the services (no CDK): they run on both Pythons.
+SERVICE_TESTS := tests/services tests/binder tests/fakes tests/integration
 
 .PHONY: help setup lint test synth bootstrap deploy dev bench clean distclean
 
@@ -51,7 +53,7 @@ $(IMAGE_VENV)/.installed: $(SERVICE_REQS) requirements-dev.txt
 	   echo "installing service dependencies into $(IMAGE_VENV) ($$($$py -V))"; \
 	   rm -rf $(IMAGE_VENV); $$py -m venv $(IMAGE_VENV); \
 	   $(IMAGE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
-	     $(foreach r,$(SERVICE_REQS),-r $(r)) $$(grep -E '^(pytest|httpx2)==' requirements-dev.txt); \
+	     $(foreach r,$(SERVICE_REQS),-r $(r)) $$(grep -E '^(pytest|httpx2|moto\[server\]|oidc-provider-mock)==' requirements-dev.txt); \
 	   touch $@; \
 	 fi
 
@@ -71,7 +73,7 @@ test: setup lint
 	@JSII_NODE="$(NODE)" CHECKOV="$(CURDIR)/$(CHECKOV_VENV)/bin/checkov" $(PY) -m pytest
 	@if [ -x $(IMAGE_VENV)/bin/python ]; then \
 	   echo "service tests again on the images' Python ($$($(IMAGE_VENV)/bin/python -V))"; \
-	   $(IMAGE_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/services; \
+	   $(IMAGE_VENV)/bin/python -m pytest -q -p no:cacheprovider $(SERVICE_TESTS); \
 	 fi
 
 synth: setup
