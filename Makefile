@@ -67,7 +67,7 @@ setup: $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed $(I
 lint: setup
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
-	@$(PY) -m mypy app.py stacks constructs services tests bench tools
+	@$(PY) -m mypy app.py stacks constructs services tests bench tools devstack
 
 test: setup lint
 	@JSII_NODE="$(NODE)" CHECKOV="$(CURDIR)/$(CHECKOV_VENV)/bin/checkov" $(PY) -m pytest

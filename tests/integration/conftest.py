@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +47,9 @@ def moto_endpoint(log_dir: Path) -> Iterator[str]:
 @pytest.fixture
 def local_aws(moto_endpoint: str) -> aws.LocalAws:
     """Fresh AWS state for each test."""
-    import urllib.request
-
     reset = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(reset, timeout=10):  # noqa: S310 - loopback moto server
-        pass
+    with urllib.request.urlopen(reset, timeout=10) as response:  # noqa: S310 - loopback only
+        response.read()
     return aws.bootstrap(
         moto_endpoint,
         users=PASSWORDS,
