@@ -47,7 +47,7 @@ def moto_endpoint(log_dir: Path) -> Iterator[str]:
 @pytest.fixture
 def local_aws(moto_endpoint: str) -> aws.LocalAws:
     """Fresh AWS state for each test."""
-    reset = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
+    reset = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")  # noqa: S310
     with urllib.request.urlopen(reset, timeout=10) as response:  # noqa: S310 - loopback only
         response.read()
     return aws.bootstrap(
