@@ -765,7 +765,7 @@ async def test_no_message_or_log_contains_the_token(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     good = sign(key_a, clock)
-    header, payload, signature = good.split(".")
+    header, _, signature = good.split(".")
     tokens = [
         sign(attacker_key, clock),
         sign(key_b, clock),
@@ -813,3 +813,38 @@ def test_constructor_rejects_unusable_configuration() -> None:
         CognitoVerifier(issuer=ISSUER, client_ids=["", ""], http=http)
     with pytest.raises(ValueError, match="issuer"):
         CognitoVerifier(issuer="", client_ids=[CLIENT_ID], http=http)
+
+
+# --- the verified-token cache ------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_cached_token_still_expires(
+    verifier: CognitoVerifier, key_a: RSAKey, clock: FakeClock
+) -> None:
+    token = sign(key_a, clock, {"exp": int(clock()) + 120})
+    assert (await verifier.verify(token)).subject == SUBJECT
+    clock.advance(120 + 31)  # past exp and the 30 s leeway
+    assert await refused(verifier, token) == "expired"
+
+
+@pytest.mark.anyio
+async def test_cache_never_serves_a_different_token(
+    verifier: CognitoVerifier, key_a: RSAKey, attacker_key: RSAKey, clock: FakeClock
+) -> None:
+    good = sign(key_a, clock)
+    await verifier.verify(good)
+    header, _, signature = good.split(".")
+    forged_payload = b64json({**access_claims(clock), "sub": "mallory"})
+    assert await refused(verifier, f"{header}.{forged_payload}.{signature}") == "bad_signature"
+    assert await refused(verifier, sign(attacker_key, clock, kid=key_a.kid)) == "bad_signature"
+
+
+@pytest.mark.anyio
+async def test_cache_is_bounded(http: httpx2.AsyncClient, key_a: RSAKey, clock: FakeClock) -> None:
+    small = CognitoVerifier(
+        issuer=ISSUER, client_ids=[CLIENT_ID], http=http, clock=clock, verified_cache_size=3
+    )
+    for i in range(10):
+        await small.verify(sign(key_a, clock, {"jti": f"jti-{i}"}))
+    assert len(small._verified) == 3

@@ -179,3 +179,16 @@ def test_bad_setting_stops_the_process_with_its_name() -> None:
     assert process.returncode != 0
     assert "binder: configuration error: PUBLIC_PORT must be an integer" in stderr
     assert "Traceback" not in stderr
+
+
+def test_listening_sockets_let_asyncio_disable_nagle() -> None:
+    """asyncio turns on TCP_NODELAY for accepted connections only if the listening socket is
+    explicitly TCP; otherwise each response stalls ~40 ms on Nagle and delayed ACKs."""
+    from svc_common.serve import bind_sockets
+
+    (sock,) = bind_sockets("127.0.0.1", [0])
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockname()[0] == "127.0.0.1"
+    finally:
+        sock.close()

@@ -35,7 +35,7 @@ from binder.settings import Settings
 from binder.vault import Vault
 from svc_common.health import healthz_route
 from svc_common.identity import CognitoVerifier, InvalidToken, VerifiedUser, token_from_headers
-from svc_common.middleware import BodyLimit, RequestId, SecurityHeaders
+from svc_common.middleware import RequestGuard, SecurityHeaders
 
 AWS_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 4},
@@ -139,17 +139,13 @@ class BinderApp:
         settings = services.settings
         self.internal = Starlette(
             routes=internal_routes(services),
-            middleware=[
-                Middleware(RequestId),
-                Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
-            ],
+            middleware=[Middleware(RequestGuard, max_bytes=settings.max_body_bytes)],
         )
         self.public = Starlette(
             routes=public_routes(services),
             middleware=[
-                Middleware(RequestId),
+                Middleware(RequestGuard, max_bytes=settings.max_body_bytes),
                 Middleware(SecurityHeaders),
-                Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
             ],
         )
 

@@ -15,8 +15,10 @@ import json
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import anyio
@@ -88,7 +90,7 @@ class VerifiedUser:
         """`iss` + `sub`: `sub` is only unique within one user pool."""
         return f"{self.issuer}|{self.subject}"
 
-    @property
+    @cached_property
     def user_hash(self) -> str:
         """SHA-256 of the user key, for logs and resource names (no identifiers in them)."""
         return hashlib.sha256(self.user_key.encode("utf-8")).hexdigest()
@@ -139,6 +141,7 @@ class CognitoVerifier:
         leeway_seconds: int = 30,
         min_refetch_interval: float = 60.0,
         clock: Callable[[], float] = time.time,
+        verified_cache_size: int = 4096,
     ) -> None:
         if not issuer:
             raise ValueError("issuer is required")
@@ -156,6 +159,10 @@ class CognitoVerifier:
         self._min_refetch_interval = min_refetch_interval
         self._clock = clock
         self._keys: dict[str, RSAKey] = {}
+        # Tokens already verified, until they expire: an agent forwards the same user token
+        # on every tool call, and the signature check is most of a hot request's cost.
+        self._verified: OrderedDict[str, VerifiedUser] = OrderedDict()
+        self._verified_max = verified_cache_size
         self._fetched_once = False
         self._last_attempt: float | None = None
         self._lock = anyio.Lock()
@@ -172,6 +179,20 @@ class CognitoVerifier:
             raise InvalidToken("malformed")
         if len(token) > MAX_TOKEN_CHARS:
             raise InvalidToken("too_large")
+        cached = self._verified.get(token)
+        if cached is not None:
+            if self._clock() <= cached.expires_at + self._leeway:
+                self._verified.move_to_end(token)
+                return cached
+            del self._verified[token]
+        user = await self._verify_uncached(token)
+        if self._verified_max > 0:
+            self._verified[token] = user
+            while len(self._verified) > self._verified_max:
+                self._verified.popitem(last=False)
+        return user
+
+    async def _verify_uncached(self, token: str) -> VerifiedUser:
         parts = token.split(".")
         if len(parts) != 3 or not all(_B64URL.fullmatch(p) for p in parts[:2]):
             raise InvalidToken("malformed")

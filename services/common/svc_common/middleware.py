@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 
@@ -10,53 +11,42 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._=;:-]{1,128}$")
 
 
-class RequestId:
-    """Take the ALB's trace ID (or a well-formed x-request-id) or make one; echo it back.
+class RequestGuard:
+    """Request ID and body limit in one pass (each middleware layer costs every request).
 
-    It lands in `scope["state"]["request_id"]` for audit lines."""
+    - Takes the ALB's trace ID (or a well-formed x-request-id) or makes one, puts it in
+      `scope["state"]["request_id"]` for audit lines and echoes it as `x-request-id`.
+    - Answers 413 to bodies over `max_bytes`, announced by Content-Length or streamed.
+    """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        candidate = (headers.get(b"x-amzn-trace-id") or headers.get(b"x-request-id") or b"").decode(
-            "latin-1"
-        )
-        request_id = candidate if _REQUEST_ID.match(candidate) else secrets.token_hex(12)
-        scope.setdefault("state", {})["request_id"] = request_id
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
-class BodyLimit:
-    """413 for bodies over `max_bytes`, whether announced by Content-Length or streamed."""
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int = 16384) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Unique per process start, then a counter: IDs correlate log lines, they are not
+        # secrets, so one random prefix is enough.
+        self._prefix = secrets.token_hex(6)
+        self._counter = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers") or []:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                await _too_large(send)
-                return
+        candidate = b""
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.max_bytes:
+                    await _too_large(send)
+                    return
+            elif name in (b"x-amzn-trace-id", b"x-request-id") and not candidate:
+                candidate = value
+        text = candidate.decode("latin-1")
+        request_id = text if _REQUEST_ID.match(text) else f"{self._prefix}-{next(self._counter)}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode())
         received = 0
         started = False
 
-        async def limited_receive() -> Message:
+        async def guarded_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
@@ -65,14 +55,15 @@ class BodyLimit:
                     raise _TooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, guarded_receive, send_with_id)
         except _TooLarge:
             if not started:
                 await _too_large(send)

@@ -15,7 +15,14 @@ def bind_sockets(host: str, ports: Sequence[int]) -> list[socket.socket]:
     """Bind every port before serving, so a port in use fails fast with its number named."""
     sockets: list[socket.socket] = []
     for port in ports:
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only when
+        # the listening socket says TCP; without it every response waits ~40 ms (Nagle against
+        # the client's delayed ACK), because uvicorn writes headers and body separately.
+        sock = socket.socket(
+            socket.AF_INET6 if ":" in host else socket.AF_INET,
+            socket.SOCK_STREAM,
+            socket.IPPROTO_TCP,
+        )
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
