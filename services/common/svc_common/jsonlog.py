@@ -70,11 +70,11 @@ def configure(service: str, level: str) -> None:
     collect them (the logging HOWTO's "Optimization" settings): every audited request pays
     for a log line, and finding the caller's frame was most of its cost.
     """
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    logging.logAsyncioTasks = False
+    logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # Python 3.12+
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
