@@ -74,6 +74,35 @@ class ProviderConfig:
     tenant: str | None = None
     # OIDC issuer for kind "oidc" (discovery at {issuer}/.well-known/openid-configuration).
     issuer: str | None = None
+    # Kind "oauth2": explicit endpoints (authorization and token required).
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    userinfo_endpoint: str | None = None
+    # Default scopes (oidc, oauth2) and the operator's allow-list of scopes (any kind).
+    scopes: tuple[str, ...] = ()
+    allowed_scopes: tuple[str, ...] | None = None
+
+    def binder_entry(self, secret_arn: str) -> dict[str, object]:
+        """This provider as the binder's PROVIDERS entry (services/binder/README.md)."""
+        entry: dict[str, object] = {
+            "name": self.name,
+            "kind": self.kind,
+            "client_id": self.client_id,
+            "secret_arn": secret_arn,
+        }
+        optional = {
+            "tenant": self.tenant,
+            "issuer": self.issuer,
+            "authorization_endpoint": self.authorization_endpoint,
+            "token_endpoint": self.token_endpoint,
+            "revocation_endpoint": self.revocation_endpoint,
+            "userinfo_endpoint": self.userinfo_endpoint,
+            "scopes": list(self.scopes) or None,
+            "allowed_scopes": list(self.allowed_scopes) if self.allowed_scopes else None,
+        }
+        entry.update({k: v for k, v in optional.items() if v is not None})
+        return entry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -337,7 +366,15 @@ def _providers(value: Any) -> tuple[ProviderConfig, ...]:
             )
         if not isinstance(spec, Mapping):
             raise ConfigError(f'{where}: expected an object such as {{"client_id": "..."}}')
-        unknown = set(spec) - {"client_id", "kind", "tenant", "issuer"}
+        unknown = set(spec) - {
+            "client_id",
+            "kind",
+            "tenant",
+            "issuer",
+            "scopes",
+            "allowed_scopes",
+            *_ENDPOINTS,
+        }
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
         kind = spec.get("kind", name)
@@ -352,14 +389,28 @@ def _providers(value: Any) -> tuple[ProviderConfig, ...]:
                 f"{where}.client_id: expected the OAuth client ID the provider issued"
             )
         tenant = spec.get("tenant")
-        if tenant is not None and kind != "microsoft":
-            raise ConfigError(f"{where}.tenant: only the microsoft provider takes a tenant")
+        if tenant is not None and kind not in ("microsoft", "salesforce"):
+            raise ConfigError(
+                f"{where}.tenant: only the microsoft and salesforce providers take a tenant"
+            )
         if kind == "microsoft":
             tenant = tenant or "common"
             if not isinstance(tenant, str) or not re.match(r"^[A-Za-z0-9.-]{1,64}$", tenant):
                 raise ConfigError(
                     f"{where}.tenant: expected common, organizations, consumers or a tenant ID"
                 )
+        if (
+            kind == "salesforce"
+            and tenant is not None
+            and (
+                not isinstance(tenant, str)
+                or not re.match(r"^(login|test|[a-z0-9-]+\.my\.salesforce\.com)$", tenant)
+            )
+        ):
+            raise ConfigError(
+                f"{where}.tenant: expected login, test or a My Domain host "
+                "(<name>.my.salesforce.com)"
+            )
         issuer = spec.get("issuer")
         if kind == "oidc":
             parts = urlsplit(issuer) if isinstance(issuer, str) else None
@@ -367,10 +418,57 @@ def _providers(value: Any) -> tuple[ProviderConfig, ...]:
                 raise ConfigError(f"{where}.issuer: expected the provider's https issuer URL")
         elif issuer is not None:
             raise ConfigError(f"{where}.issuer: only kind 'oidc' takes an issuer")
+        endpoints: dict[str, str | None] = {}
+        for field_name in _ENDPOINTS:
+            value = spec.get(field_name)
+            if value is not None and kind != "oauth2":
+                raise ConfigError(f"{where}.{field_name}: only kind 'oauth2' takes endpoints")
+            if value is None and kind == "oauth2" and field_name in _REQUIRED_ENDPOINTS:
+                raise ConfigError(f"{where}.{field_name} is required for kind 'oauth2'")
+            if value is not None:
+                parts = urlsplit(value) if isinstance(value, str) else None
+                if parts is None or parts.scheme != "https" or not parts.hostname:
+                    raise ConfigError(f"{where}.{field_name}: expected an https URL")
+            endpoints[field_name] = value
+        scopes = _scope_list(spec.get("scopes"), f"{where}.scopes")
+        if scopes and kind not in GENERIC_PROVIDER_KINDS:
+            raise ConfigError(f"{where}.scopes: built-in providers have their own defaults")
+        allowed = spec.get("allowed_scopes")
         providers.append(
-            ProviderConfig(name=name, kind=kind, client_id=client_id, tenant=tenant, issuer=issuer)
+            ProviderConfig(
+                name=name,
+                kind=kind,
+                client_id=client_id,
+                tenant=tenant,
+                issuer=issuer,
+                scopes=scopes,
+                allowed_scopes=(
+                    _scope_list(allowed, f"{where}.allowed_scopes") if allowed is not None else None
+                ),
+                **endpoints,
+            )
         )
     return tuple(providers)
+
+
+_ENDPOINTS = (
+    "authorization_endpoint",
+    "token_endpoint",
+    "revocation_endpoint",
+    "userinfo_endpoint",
+)
+_REQUIRED_ENDPOINTS = ("authorization_endpoint", "token_endpoint")
+_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,200}$")
+
+
+def _scope_list(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and _SCOPE.match(v) for v in value
+    ):
+        raise ConfigError(f"context key '{where}': expected a list of OAuth scope strings")
+    return tuple(value)
 
 
 def _models(value: Any) -> tuple[BedrockModel, ...]:

@@ -96,14 +96,7 @@ class ServicesStack(Stack):
                 "SESSION_TABLE_NAME": identity.sessions.table.table_name,
                 "PROVIDERS": json.dumps(
                     [
-                        {
-                            "name": p.name,
-                            "kind": p.kind,
-                            "client_id": p.client_id,
-                            "tenant": p.tenant,
-                            "issuer": p.issuer,
-                            "secret_arn": identity.vault.provider_secrets[p.name].secret_arn,
-                        }
+                        p.binder_entry(identity.vault.provider_secrets[p.name].secret_arn)
                         for p in config.providers
                     ]
                 ),

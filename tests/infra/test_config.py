@@ -129,3 +129,48 @@ def test_app_reports_a_bad_key_without_a_stack_trace(tmp_path: Path) -> None:
         result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+def test_generic_oauth2_provider_needs_https_endpoints() -> None:
+    spec = {
+        "kind": "oauth2",
+        "client_id": "abc",
+        "authorization_endpoint": "https://idp.example.com/authorize",
+        "token_endpoint": "https://idp.example.com/token",
+        "scopes": ["read"],
+    }
+    config = _config(providers={"corp": spec})
+    entry = config.providers[0].binder_entry("arn:aws:secretsmanager:us-east-1:1:secret:x")
+    assert entry["token_endpoint"] == "https://idp.example.com/token"
+    assert entry["scopes"] == ["read"]
+    assert "tenant" not in entry
+    with pytest.raises(ConfigError, match="token_endpoint is required"):
+        _config(providers={"corp": {k: v for k, v in spec.items() if k != "token_endpoint"}})
+    with pytest.raises(ConfigError, match="expected an https URL"):
+        _config(providers={"corp": {**spec, "token_endpoint": "http://idp.example.com/t"}})
+    with pytest.raises(ConfigError, match="only kind 'oauth2' takes endpoints"):
+        _config(providers={"github": {"client_id": "x", "token_endpoint": "https://a.b/t"}})
+
+
+def test_binder_accepts_every_entry_the_cdk_app_writes() -> None:
+    """The PROVIDERS variable the services stack writes parses in the binder's registry."""
+    from binder.providers import ProviderRegistry
+
+    context = example_context()
+    providers = {
+        **context["providers"],
+        "salesforce": {"client_id": "3MVG9", "tenant": "acme.my.salesforce.com"},
+        "corp": {"kind": "oidc", "client_id": "c", "issuer": "https://login.corp.example"},
+        "legacy": {
+            "kind": "oauth2",
+            "client_id": "l",
+            "authorization_endpoint": "https://legacy.example/authorize",
+            "token_endpoint": "https://legacy.example/token",
+        },
+    }
+    config = _config(providers=providers)
+    arn = "arn:aws:secretsmanager:us-east-1:111111111111:secret:p-AbCdEf"
+    registry = ProviderRegistry.from_json(
+        json.dumps([p.binder_entry(arn) for p in config.providers])
+    )
+    assert set(registry.names()) == set(providers)

@@ -110,3 +110,32 @@ def test_full_flow_against_a_real_oidc_provider(
     for value in (alice, bob, access_token, MOCK_CLIENT[1], callback.split("code=")[1][:20]):
         assert value not in log
     assert '"audit":"connection_created"' in log
+
+
+def test_flow_started_on_one_binder_completes_on_another(
+    local_aws: aws.LocalAws,
+    oidc_mock: str,
+    start_binder: Callable[..., RunningBinder],
+) -> None:
+    """A binder task that stops mid-flow loses nothing: the state lives in DynamoDB."""
+    providers = [_mock_entry(local_aws, oidc_mock)]
+    first = start_binder(local_aws, providers, name="binder-first")
+    public_port = int(first.public.rsplit(":", 1)[1])
+    alice = aws.sign_in(local_aws, "alice", PASSWORDS["alice"])
+    as_alice = {"authorization": f"Bearer {alice}"}
+    body = {"provider": "mock", "scopes": ["profile"]}
+    with httpx2.Client(timeout=30, follow_redirects=False) as browser:
+        link = httpx2.post(f"{first.internal}/internal/tokens", json=body, headers=as_alice).json()[
+            "authorization_url"
+        ]
+        to_provider = browser.get(link, headers={"x-amzn-oidc-accesstoken": alice})
+        assert to_provider.status_code == 302
+        first.child.stop()  # the task dies while the user is at the provider
+        second = start_binder(local_aws, providers, name="binder-second", public_port=public_port)
+        consented = browser.post(to_provider.headers["location"], data={"sub": "alice@mock"})
+        done = browser.get(
+            consented.headers["location"], headers={"x-amzn-oidc-accesstoken": alice}
+        )
+        assert done.status_code == 200, done.text
+    issued = httpx2.post(f"{second.internal}/internal/tokens", json=body, headers=as_alice)
+    assert issued.status_code == 200
