@@ -59,6 +59,13 @@ _PROFILE_PREFIX = re.compile(r"^(us|us-gov|eu|apac|jp|au|ca)\.")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._~:@/+=-]{1,256}$")
 
 
+# OIDC userinfo endpoints of the built-in providers that have one.
+_KNOWN_USERINFO = {
+    "google": "https://openidconnect.googleapis.com/v1/userinfo",
+    "microsoft": "https://graph.microsoft.com/oidc/userinfo",
+}
+
+
 class ConfigError(ValueError):
     """A context value is missing or malformed. The message names the key and the expected form."""
 
@@ -83,6 +90,11 @@ class ProviderConfig:
     scopes: tuple[str, ...] = ()
     allowed_scopes: tuple[str, ...] | None = None
 
+    @property
+    def userinfo_url(self) -> str | None:
+        """Where the agent's generic whoami tool asks who the user is at this provider."""
+        return self.userinfo_endpoint or _KNOWN_USERINFO.get(self.kind)
+
     def binder_entry(self, secret_arn: str) -> dict[str, object]:
         """This provider as the binder's PROVIDERS entry (services/binder/README.md)."""
         entry: dict[str, object] = {
@@ -97,7 +109,8 @@ class ProviderConfig:
             "authorization_endpoint": self.authorization_endpoint,
             "token_endpoint": self.token_endpoint,
             "revocation_endpoint": self.revocation_endpoint,
-            "userinfo_endpoint": self.userinfo_endpoint,
+            # The binder discovers an OIDC provider's endpoints itself.
+            "userinfo_endpoint": self.userinfo_endpoint if self.kind == "oauth2" else None,
             "scopes": list(self.scopes) or None,
             "allowed_scopes": list(self.allowed_scopes) if self.allowed_scopes else None,
         }
@@ -421,7 +434,8 @@ def _providers(value: Any) -> tuple[ProviderConfig, ...]:
         endpoints: dict[str, str | None] = {}
         for field_name in _ENDPOINTS:
             value = spec.get(field_name)
-            if value is not None and kind != "oauth2":
+            oidc_userinfo = kind == "oidc" and field_name == "userinfo_endpoint"
+            if value is not None and kind != "oauth2" and not oidc_userinfo:
                 raise ConfigError(f"{where}.{field_name}: only kind 'oauth2' takes endpoints")
             if value is None and kind == "oauth2" and field_name in _REQUIRED_ENDPOINTS:
                 raise ConfigError(f"{where}.{field_name} is required for kind 'oauth2'")

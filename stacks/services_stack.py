@@ -120,7 +120,12 @@ class ServicesStack(Stack):
                 **common_env,
                 "PORT": str(AGENT_PORT),
                 "BINDER_INTERNAL_URL": f"http://binder:{BINDER_INTERNAL_PORT}",
+                "AGENT_MODEL": "bedrock",
                 "BEDROCK_MODEL_ID": config.bedrock_models[0].model_id,
+                "AGENT_PROVIDERS": ",".join(p.name for p in config.providers),
+                "OIDC_USERINFO": json.dumps(
+                    {p.name: p.userinfo_url for p in config.providers if p.userinfo_url}
+                ),
             },
         )
         self.agent.task_role.add_to_principal_policy(

@@ -9,6 +9,7 @@ import concurrent.futures
 import os
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx2
@@ -21,7 +22,7 @@ REQUESTS = 48
 
 
 @pytest.fixture
-def fake_provider_process(log_dir: object) -> Iterator[str]:
+def fake_provider_process(log_dir: Path) -> Iterator[str]:
     port = procs.free_port()
     child = procs.start(
         "fake-provider",
@@ -37,7 +38,7 @@ def fake_provider_process(log_dir: object) -> Iterator[str]:
             "fake-secret",
         ],
         env={**os.environ},
-        log_dir=log_dir,  # type: ignore[arg-type]
+        log_dir=log_dir,
     )
     url = f"http://{procs.LOOPBACK}:{port}"
     try:

@@ -44,6 +44,14 @@ BINDER_ENV = {
     "AWS_ACCESS_KEY_ID": "test",
     "AWS_SECRET_ACCESS_KEY": "test",
 }
+AGENT_ENV = {
+    "COGNITO_ISSUER": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TEST",
+    "COGNITO_CLIENT_IDS": "client-a",
+    "COGNITO_JWKS_URL": "http://127.0.0.1:9/jwks.json",
+    "ALLOW_INSECURE_LOOPBACK": "true",
+    "BINDER_INTERNAL_URL": "http://127.0.0.1:9",
+    "AGENT_MODEL": "offline",
+}
 PYTHONPATH = os.pathsep.join(str(ROOT / "services" / d) for d in ("common", "binder", "agent"))
 
 
@@ -51,7 +59,7 @@ PYTHONPATH = os.pathsep.join(str(ROOT / "services" / d) for d in ("common", "bin
     ("name", "client"),
     [
         ("binder", lambda: TestClient(create_binder(BinderSettings.from_env(BINDER_ENV)))),
-        ("agent", lambda: TestClient(create_agent(AgentSettings.from_env({})))),
+        ("agent", lambda: TestClient(create_agent(AgentSettings.from_env(AGENT_ENV)))),
     ],
 )
 def test_healthz(name: str, client: object) -> None:
@@ -81,7 +89,7 @@ def test_binder_settings_name_the_bad_variable(env: dict[str, str], message: str
 
 def test_defaults_bind_loopback_only() -> None:
     assert BinderSettings.from_env(BINDER_ENV).server.bind_host == "127.0.0.1"
-    assert AgentSettings.from_env({}).server.bind_host == "127.0.0.1"
+    assert AgentSettings.from_env(AGENT_ENV).server.bind_host == "127.0.0.1"
 
 
 def _free_ports(count: int) -> list[int]:
@@ -152,7 +160,7 @@ def test_binder_entrypoint_serves_both_ports_and_stops_cleanly(
 
 def test_agent_entrypoint_serves_healthz() -> None:
     (port,) = _free_ports(1)
-    process = _start("agent", {"PORT": str(port)})
+    process = _start("agent", {**AGENT_ENV, "PORT": str(port)})
     try:
         assert _wait_healthy(f"http://127.0.0.1:{port}/healthz", process)["service"] == "agent"
     finally:
@@ -166,7 +174,7 @@ def test_port_in_use_is_named() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        process = _start("agent", {"PORT": str(port)})
+        process = _start("agent", {**AGENT_ENV, "PORT": str(port)})
         _, stderr = process.communicate(timeout=30)
     assert process.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in stderr

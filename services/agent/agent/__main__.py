@@ -14,10 +14,11 @@ from svc_common.settings import SettingsError
 def main() -> None:
     try:
         settings = Settings.from_env()
+        jsonlog.configure("agent", settings.server.log_level)
+        app = create_app(settings)
     except SettingsError as exc:
         sys.exit(f"agent: configuration error: {exc}")
-    jsonlog.configure("agent", settings.server.log_level)
-    serve(create_app(settings), host=settings.server.bind_host, ports=[settings.port])
+    serve(app, host=settings.server.bind_host, ports=[settings.port])
 
 
 if __name__ == "__main__":

@@ -1,12 +1,246 @@
-"""The agent's ASGI application factory."""
+"""The agent's ASGI application: the chat page, the chat API (browser and bearer), healthz."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
+from agent.binder_client import BinderClient
+from agent.chat import ChatService
+from agent.model import BedrockModel, ModelError, ModelUnavailable, OfflinePlanner
 from agent.settings import Settings
+from agent.tooling import Model, Turn
+from agent.tools import ToolRegistry, default_tools
 from svc_common.health import healthz_route
+from svc_common.identity import CognitoVerifier, InvalidToken, VerifiedUser, token_from_headers
+from svc_common.middleware import RequestGuard, SecurityHeaders
+
+STATIC = Path(__file__).resolve().parent / "static"
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
-def create_app(settings: Settings) -> Starlette:
-    return Starlette(routes=[healthz_route("agent")])
+@dataclass
+class Services:
+    settings: Settings
+    verifier: CognitoVerifier
+    chat: ChatService
+    model: Model
+    http: httpx2.AsyncClient
+
+
+def build_model(settings: Settings) -> Model:
+    if settings.model_mode == "offline":
+        return OfflinePlanner()
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "bedrock-runtime",
+        region_name=settings.aws_region,
+        config=Config(retries={"mode": "standard", "max_attempts": 3}, read_timeout=60),
+    )
+    return BedrockModel(
+        client=client,
+        model_id=str(settings.bedrock_model_id),
+        max_tool_rounds=settings.max_tool_rounds,
+        guardrail_id=settings.guardrail_id,
+        guardrail_version=settings.guardrail_version,
+    )
+
+
+def build_services(
+    settings: Settings,
+    *,
+    model: Model | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> Services:
+    http = httpx2.AsyncClient(
+        timeout=settings.http_timeout_seconds, follow_redirects=False, transport=transport
+    )
+    tools = default_tools(
+        oidc_userinfo=settings.oidc_userinfo,
+        github_api=settings.github_api_url,
+        google_api=settings.google_api_url,
+        graph_api=settings.graph_api_url,
+    )
+    registry = ToolRegistry(tools)
+    if settings.providers:
+        registry = registry.for_providers(settings.providers)
+    model = model or build_model(settings)
+    chat = ChatService(
+        registry=registry,
+        binder=BinderClient(
+            base_url=settings.binder_internal_url, http=http, timeout=settings.http_timeout_seconds
+        ),
+        model=model,
+        http=http,
+    )
+    verifier = CognitoVerifier(
+        issuer=settings.cognito_issuer,
+        client_ids=settings.cognito_client_ids,
+        jwks_url=settings.cognito_jwks_url,
+        http=http,
+    )
+    return Services(settings=settings, verifier=verifier, chat=chat, model=model, http=http)
+
+
+def _error(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
+    headers = {"www-authenticate": 'Bearer error="invalid_token"'} if status == 401 else None
+    return JSONResponse({"error": error, "message": message, **extra}, status, headers=headers)
+
+
+def _parse(body: Any, settings: Settings) -> tuple[str, list[Turn]] | JSONResponse:
+    if not isinstance(body, dict):
+        return _error(400, "invalid_request", "expected a JSON object", field="body")
+    unknown = set(body) - {"message", "history"}
+    if unknown:
+        field = sorted(unknown)[0]
+        return _error(400, "invalid_request", f"unknown field {field[:40]}", field=field)
+    message = body.get("message")
+    if not isinstance(message, str) or not message.strip():
+        return _error(400, "invalid_request", "message must be a non-empty string", field="message")
+    if len(message) > settings.max_message_chars:
+        return _error(
+            400,
+            "invalid_request",
+            f"message is longer than {settings.max_message_chars} characters",
+            field="message",
+        )
+    raw_history = body.get("history", [])
+    if not isinstance(raw_history, list):
+        return _error(400, "invalid_request", "history must be a list", field="history")
+    if len(raw_history) > settings.max_history_turns:
+        return _error(
+            400,
+            "invalid_request",
+            f"history has more than {settings.max_history_turns} turns",
+            field="history",
+        )
+    history: list[Turn] = []
+    for i, turn in enumerate(raw_history):
+        where = f"history[{i}]"
+        if not isinstance(turn, dict) or set(turn) != {"role", "text"}:
+            return _error(
+                400,
+                "invalid_request",
+                "each turn is {role, text}: user or assistant text only",
+                field=where,
+            )
+        role, text = turn["role"], turn["text"]
+        if role not in ("user", "assistant"):
+            return _error(
+                400, "invalid_request", "role must be user or assistant", field=f"{where}.role"
+            )
+        if not isinstance(text, str) or len(text) > settings.max_turn_chars:
+            return _error(
+                400,
+                "invalid_request",
+                f"text must be a string of at most {settings.max_turn_chars} characters",
+                field=f"{where}.text",
+            )
+        history.append(Turn(role=role, text=text))
+    return message.strip(), history
+
+
+def create_app(settings: Settings, *, services: Services | None = None) -> Starlette:
+    svc = services or build_services(settings)
+
+    async def authenticate(request: Request) -> tuple[VerifiedUser, str] | JSONResponse:
+        try:
+            token = token_from_headers(request.headers)
+            return await svc.verifier.verify(token), token
+        except InvalidToken as exc:
+            return _error(
+                401,
+                "invalid_token",
+                "sign in again: the access token was refused",
+                reason=exc.reason,
+            )
+
+    async def chat(request: Request) -> Response:
+        auth = await authenticate(request)
+        if isinstance(auth, JSONResponse):
+            return auth
+        user, token = auth
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            # Also the CSRF defence of /app/chat: a cross-site form cannot send JSON.
+            return _error(415, "unsupported_media_type", "send application/json")
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "invalid_request", "malformed JSON", field="body")
+        parsed = _parse(body, settings)
+        if isinstance(parsed, JSONResponse):
+            return parsed
+        message, history = parsed
+        request_id = str(request.scope.get("state", {}).get("request_id", "-"))
+        try:
+            result = await svc.chat.turn(
+                user=user,
+                user_token=token,
+                message=message,
+                history=history,
+                request_id=request_id,
+            )
+        except ModelUnavailable:
+            return JSONResponse(
+                {
+                    "error": "model_unavailable",
+                    "message": "The model is temporarily unavailable. Try again in a moment.",
+                },
+                503,
+                headers={"retry-after": "5"},
+            )
+        except ModelError:
+            return _error(502, "model_error", "The model refused the request.")
+        return JSONResponse(
+            {
+                "reply": result.reply,
+                "model": result.model,
+                "tool_calls": result.tool_calls,
+                "authorization_required": result.authorization_required,
+                "pending_confirmation": result.pending_confirmation,
+            },
+            headers={"cache-control": "no-store"},
+        )
+
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / "chat.html", media_type="text/html")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await svc.verifier.preload()
+        try:
+            yield
+        finally:
+            await svc.http.aclose()
+
+    return Starlette(
+        routes=[
+            healthz_route("agent"),
+            Route("/", page, methods=["GET"]),
+            Route("/app/chat", chat, methods=["POST"]),
+            Route("/api/chat", chat, methods=["POST"]),
+            Mount("/app/static", app=StaticFiles(directory=STATIC), name="static"),
+        ],
+        middleware=[
+            Middleware(RequestGuard, max_bytes=settings.max_body_bytes),
+            Middleware(SecurityHeaders, csp=PAGE_CSP),
+        ],
+        lifespan=lifespan,
+    )

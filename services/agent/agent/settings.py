@@ -1,20 +1,130 @@
-"""Agent settings, read once from the environment."""
+"""Agent settings, read once from the environment (documented in services/agent/README.md)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from svc_common.settings import ServerSettings, env_port
+from svc_common.settings import ServerSettings, SettingsError, env_int, env_port, env_str
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+MODEL_MODES = ("bedrock", "offline")
+
+
+def _url(value: str, name: str, *, allow_http: bool, any_host: bool = False) -> str:
+    """https, or http when allowed: on loopback only (local stack) unless `any_host`."""
+    parts = urlsplit(value)
+    http_ok = allow_http and (any_host or parts.hostname in LOOPBACK_HOSTS)
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and http_ok)):
+        raise SettingsError(f"{name} must be an https URL (http only on loopback for local runs)")
+    if parts.username or parts.fragment:
+        raise SettingsError(f"{name} must not carry credentials or a fragment")
+    return value.rstrip("/")
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value not in ("", "0", "1", "true", "false", "yes", "no"):
+        raise SettingsError(f"{name} must be true or false")
+    return value in ("1", "true", "yes")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     server: ServerSettings
-    port: int = 8080
+    port: int
+    aws_region: str | None
+    cognito_issuer: str
+    cognito_client_ids: tuple[str, ...]
+    cognito_jwks_url: str | None
+    # Service Connect in AWS (http://binder:8081), loopback locally: never through the ALB.
+    binder_internal_url: str
+    providers: tuple[str, ...]
+    model_mode: str
+    bedrock_model_id: str | None
+    guardrail_id: str | None
+    guardrail_version: str | None
+    max_tool_rounds: int
+    oidc_userinfo: Mapping[str, str] = field(default_factory=dict)
+    github_api_url: str = "https://api.github.com"
+    google_api_url: str = "https://www.googleapis.com"
+    graph_api_url: str = "https://graph.microsoft.com"
+    allow_insecure_loopback: bool = False
+    http_timeout_seconds: int = 10
+    max_body_bytes: int = 65536
+    max_message_chars: int = 4000
+    max_history_turns: int = 40
+    max_turn_chars: int = 8000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        return cls(server=ServerSettings.from_env(env), port=env_port(env, "PORT", 8080))
+        insecure = _flag(env, "ALLOW_INSECURE_LOOPBACK")
+        model_id = env.get("BEDROCK_MODEL_ID", "").strip() or None
+        mode = env.get("AGENT_MODEL", "").strip().lower() or ("bedrock" if model_id else "offline")
+        if mode not in MODEL_MODES:
+            raise SettingsError(f"AGENT_MODEL must be one of {', '.join(MODEL_MODES)}")
+        if mode == "bedrock" and not model_id:
+            raise SettingsError("BEDROCK_MODEL_ID is required when AGENT_MODEL is bedrock")
+        region = (env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "").strip() or None
+        if mode == "bedrock" and not region:
+            raise SettingsError("AWS_REGION is required when AGENT_MODEL is bedrock")
+        try:
+            userinfo_raw = json.loads(env.get("OIDC_USERINFO", "") or "{}")
+        except ValueError:
+            raise SettingsError("OIDC_USERINFO must be a JSON object of provider -> URL") from None
+        if not isinstance(userinfo_raw, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in userinfo_raw.items()
+        ):
+            raise SettingsError("OIDC_USERINFO must be a JSON object of provider -> URL")
+        userinfo = {
+            k: _url(v, "OIDC_USERINFO", allow_http=insecure) for k, v in userinfo_raw.items()
+        }
+        binder_url = env_str(env, "BINDER_INTERNAL_URL")
+        # Service Connect traffic inside the VPC is plain HTTP by design (see README).
+        _url(binder_url, "BINDER_INTERNAL_URL", allow_http=True, any_host=True)
+        issuer = env_str(env, "COGNITO_ISSUER").rstrip("/")
+        _url(issuer, "COGNITO_ISSUER", allow_http=insecure)
+        jwks = env.get("COGNITO_JWKS_URL", "").strip() or None
+        if jwks:
+            _url(jwks, "COGNITO_JWKS_URL", allow_http=insecure)
+        return cls(
+            server=ServerSettings.from_env(env),
+            port=env_port(env, "PORT", 8080),
+            aws_region=region,
+            cognito_issuer=issuer,
+            cognito_client_ids=tuple(
+                c.strip() for c in env_str(env, "COGNITO_CLIENT_IDS").split(",") if c.strip()
+            ),
+            cognito_jwks_url=jwks,
+            binder_internal_url=binder_url.rstrip("/"),
+            providers=tuple(
+                p.strip() for p in env.get("AGENT_PROVIDERS", "").split(",") if p.strip()
+            ),
+            model_mode=mode,
+            bedrock_model_id=model_id,
+            guardrail_id=env.get("BEDROCK_GUARDRAIL_ID", "").strip() or None,
+            guardrail_version=env.get("BEDROCK_GUARDRAIL_VERSION", "").strip() or None,
+            max_tool_rounds=env_int(env, "MAX_TOOL_ROUNDS", 4, low=1, high=10),
+            oidc_userinfo=userinfo,
+            github_api_url=_url(
+                env.get("GITHUB_API_URL", "") or "https://api.github.com",
+                "GITHUB_API_URL",
+                allow_http=insecure,
+            ),
+            google_api_url=_url(
+                env.get("GOOGLE_API_URL", "") or "https://www.googleapis.com",
+                "GOOGLE_API_URL",
+                allow_http=insecure,
+            ),
+            graph_api_url=_url(
+                env.get("GRAPH_API_URL", "") or "https://graph.microsoft.com",
+                "GRAPH_API_URL",
+                allow_http=insecure,
+            ),
+            allow_insecure_loopback=insecure,
+            http_timeout_seconds=env_int(env, "HTTP_TIMEOUT_SECONDS", 10, low=1, high=60),
+        )

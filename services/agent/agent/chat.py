@@ -1,0 +1,343 @@
+"""One chat turn: the model plans, this module runs the tools with per-call delegated tokens.
+
+Rules enforced here, whatever the model says:
+
+- a tool gets a token for the current user only, fetched from the binder for that one call;
+  `consent_required` becomes an `authorization_required` item for the user, not an error;
+- tools that change data never run in the turn that proposes them: the reply carries a
+  pending-action marker, and only the user's next message, if it is an explicit
+  confirmation, runs exactly that action (the model cannot write a user turn, so a prompt
+  injection cannot confirm for the user);
+- what the model sees of a tool call is its result or error description, never a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+
+from agent.binder_client import BinderClient, BinderRefused, BinderUnavailable, ConsentNeeded
+from agent.tooling import Model, ToolError, ToolOutcome, Turn
+from svc_common.identity import VerifiedUser
+
+_audit = logging.getLogger("agent.audit")
+
+_MARKER = re.compile(r"\[\[pending-action:([A-Za-z0-9_-]{1,4000})\]\]")
+CONFIRM_WORDS = frozenset({"confirm", "yes", "yes, go ahead", "go ahead", "do it"})
+CANCEL_WORDS = frozenset({"cancel", "no", "stop"})
+
+
+@dataclass
+class ChatResult:
+    reply: str
+    model: str
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
+    authorization_required: list[dict[str, Any]] = field(default_factory=list)
+    pending_confirmation: dict[str, str] | None = None
+
+
+def _encode_action(tool: str, arguments: Mapping[str, Any]) -> str:
+    raw = json.dumps({"tool": tool, "arguments": arguments}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _decode_action(token: str) -> tuple[str, dict[str, Any]] | None:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("tool"), str):
+        return None
+    arguments = data.get("arguments")
+    return (data["tool"], arguments) if isinstance(arguments, dict) else None
+
+
+def strip_markers(text: str) -> str:
+    """Remove marker-like text the model produced: only this module may write markers."""
+    return _MARKER.sub("", text).strip()
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        registry: Any,
+        binder: BinderClient,
+        model: Model,
+        http: httpx2.AsyncClient,
+    ) -> None:
+        self._registry = registry
+        self._binder = binder
+        self._model = model
+        self._http = http
+
+    async def turn(
+        self,
+        *,
+        user: VerifiedUser,
+        user_token: str,
+        message: str,
+        history: Sequence[Turn],
+        request_id: str,
+    ) -> ChatResult:
+        result = ChatResult(reply="", model=self._model.name)
+        pending = _last_pending(history)
+        normalized = message.strip().lower().rstrip(".!")
+        if pending is not None and normalized in CONFIRM_WORDS:
+            return await self._confirmed(pending, user, user_token, request_id, result)
+        if pending is not None and normalized in CANCEL_WORDS:
+            result.reply = "Cancelled: nothing was changed."
+            return result
+
+        proposals: list[tuple[str, dict[str, Any]]] = []
+
+        async def execute(name: str, arguments: Mapping[str, Any]) -> ToolOutcome:
+            return await self._execute(
+                name, arguments, user, user_token, request_id, result, proposals
+            )
+
+        # The model needs no markers: they are this module's bookkeeping, not conversation.
+        model_history = [Turn(role=t.role, text=strip_markers(t.text)) for t in history]
+        reply = await self._model.respond(
+            history=model_history,
+            message=message,
+            tools=self._registry.specs(),
+            execute=execute,
+        )
+        result.reply = strip_markers(reply.text)
+        if proposals:
+            tool_name, arguments = proposals[0]
+            description = self._registry.get(tool_name).describe(arguments)
+            result.pending_confirmation = {"description": description, "confirm_text": "confirm"}
+            result.reply = (
+                f'{result.reply}\n\nThis would {description}. Reply "confirm" to go ahead, or '
+                f'"cancel".\n[[pending-action:{_encode_action(tool_name, arguments)}]]'
+            ).strip()
+        return result
+
+    async def _confirmed(
+        self,
+        pending: tuple[str, dict[str, Any]],
+        user: VerifiedUser,
+        user_token: str,
+        request_id: str,
+        result: ChatResult,
+    ) -> ChatResult:
+        name, arguments = pending
+        outcome = await self._run(name, arguments, user, user_token, request_id, result)
+        description = _safe_describe(self._registry, name, arguments)
+        if outcome.status == "ok":
+            link = outcome.content.get("html_url")
+            result.reply = f"Done: {description}." + (f" {link}" if link else "")
+        elif outcome.status == "authorization_required":
+            result.reply = (
+                f"I need your permission to use {outcome.provider} first. Use the Connect "
+                "button, then confirm again."
+            )
+            result.reply += f"\n[[pending-action:{_encode_action(name, arguments)}]]"
+            result.pending_confirmation = {"description": description, "confirm_text": "confirm"}
+        else:
+            result.reply = f"That did not work: {outcome.content.get('message', 'error')}"
+        return result
+
+    async def _execute(
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        user: VerifiedUser,
+        user_token: str,
+        request_id: str,
+        result: ChatResult,
+        proposals: list[tuple[str, dict[str, Any]]],
+    ) -> ToolOutcome:
+        try:
+            tool = self._registry.get(name)
+        except KeyError:
+            return ToolOutcome(
+                tool=name,
+                provider="",
+                status="error",
+                content={"error": "unknown_tool", "message": f"no tool named {name[:64]}"},
+            )
+        if tool.spec.mutating:
+            try:
+                checked = tool.validate(arguments)
+            except ToolError as exc:
+                return self._failed(
+                    tool.spec.name,
+                    tool.spec.provider,
+                    exc,
+                    result,
+                    user,
+                    tool.spec.scopes,
+                    request_id,
+                )
+            proposals.append((tool.spec.name, checked))
+            self._record(
+                result,
+                tool.spec.name,
+                tool.spec.provider,
+                "confirmation_required",
+                user,
+                tool.spec.scopes,
+                request_id,
+            )
+            return ToolOutcome(
+                tool=tool.spec.name,
+                provider=tool.spec.provider,
+                status="confirmation_required",
+                content={
+                    "status": "confirmation_required",
+                    "message": "This action changes data. It has been shown to the user, who "
+                    f"must confirm it before it runs: {tool.describe(checked)}.",
+                },
+            )
+        return await self._run(name, arguments, user, user_token, request_id, result)
+
+    async def _run(
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        user: VerifiedUser,
+        user_token: str,
+        request_id: str,
+        result: ChatResult,
+    ) -> ToolOutcome:
+        try:
+            tool = self._registry.get(name)
+        except KeyError:
+            return ToolOutcome(
+                tool=name,
+                provider="",
+                status="error",
+                content={"error": "unknown_tool", "message": "unknown tool"},
+            )
+        spec = tool.spec
+        try:
+            checked = tool.validate(arguments)
+        except ToolError as exc:
+            return self._failed(
+                spec.name, spec.provider, exc, result, user, spec.scopes, request_id
+            )
+        try:
+            grant = await self._binder.token(user_token, provider=spec.provider, scopes=spec.scopes)
+        except BinderUnavailable:
+            return self._failed(
+                spec.name,
+                spec.provider,
+                ToolError(
+                    "unavailable",
+                    "The token service is temporarily unavailable; try again in a moment.",
+                ),
+                result,
+                user,
+                spec.scopes,
+                request_id,
+            )
+        except BinderRefused as exc:
+            return self._failed(
+                spec.name,
+                spec.provider,
+                ToolError("provider_error", f"token request refused ({exc.code})"),
+                result,
+                user,
+                spec.scopes,
+                request_id,
+            )
+        if isinstance(grant, ConsentNeeded):
+            item = grant.item()
+            if all(a["session_id"] != item["session_id"] for a in result.authorization_required):
+                result.authorization_required.append(item)
+            self._record(
+                result,
+                spec.name,
+                spec.provider,
+                "authorization_required",
+                user,
+                spec.scopes,
+                request_id,
+            )
+            return ToolOutcome(
+                tool=spec.name,
+                provider=spec.provider,
+                status="authorization_required",
+                content={
+                    "status": "authorization_required",
+                    "message": f"The user has not granted access to {spec.provider} yet "
+                    f"({grant.reason}); they were shown a Connect button.",
+                },
+                authorization=item,
+            )
+        try:
+            content = await tool.run(checked, token=grant.access_token, http=self._http)
+        except ToolError as exc:
+            return self._failed(
+                spec.name, spec.provider, exc, result, user, spec.scopes, request_id
+            )
+        self._record(result, spec.name, spec.provider, "ok", user, spec.scopes, request_id)
+        return ToolOutcome(tool=spec.name, provider=spec.provider, status="ok", content=content)
+
+    def _failed(
+        self,
+        tool: str,
+        provider: str,
+        exc: ToolError,
+        result: ChatResult,
+        user: VerifiedUser,
+        scopes: Sequence[str],
+        request_id: str,
+    ) -> ToolOutcome:
+        content: dict[str, Any] = {"error": exc.kind, "message": exc.message}
+        if exc.retry_at:
+            content["retry_at"] = exc.retry_at
+        self._record(result, tool, provider, "error", user, scopes, request_id, reason=exc.kind)
+        return ToolOutcome(tool=tool, provider=provider, status="error", content=content)
+
+    def _record(
+        self,
+        result: ChatResult,
+        tool: str,
+        provider: str,
+        status: str,
+        user: VerifiedUser,
+        scopes: Sequence[str],
+        request_id: str,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        result.tool_calls.append({"tool": tool, "provider": provider, "status": status})
+        fields: dict[str, Any] = {
+            "audit": "tool_call",
+            "user_hash": user.user_hash,
+            "tool": tool,
+            "provider": provider,
+            "scopes": list(scopes),
+            "outcome": status,
+            "request_id": request_id,
+        }
+        if reason:
+            fields["reason"] = reason
+        _audit.info("tool_call", extra={"fields": fields})
+
+
+def _last_pending(history: Sequence[Turn]) -> tuple[str, dict[str, Any]] | None:
+    """The pending action of the last assistant turn, if it ends with one."""
+    for turn in reversed(history):
+        if turn.role == "assistant":
+            matches = _MARKER.findall(turn.text)
+            return _decode_action(matches[-1]) if matches else None
+    return None
+
+
+def _safe_describe(registry: Any, name: str, arguments: Mapping[str, Any]) -> str:
+    try:
+        return str(registry.get(name).describe(arguments))
+    except (KeyError, ToolError):
+        return name

@@ -1,0 +1,655 @@
+/*
+ * The agent's chat page. Dependency-free; runs under a strict CSP (no inline code or styles).
+ *
+ * Security rules this file keeps:
+ * - every piece of server or model text goes into the DOM through textContent (never innerHTML):
+ *   replies can carry text from third-party APIs;
+ * - the page handles no credentials: the ALB session cookie goes along with same-origin fetches;
+ * - an authorization URL is opened only if it resolves to this page's own origin.
+ */
+"use strict";
+
+(() => {
+  const ENDPOINT = "/app/chat";
+  const STORAGE_KEY = "agent-chat:v1";
+  const MAX_HISTORY_TURNS = 20; // turns sent as history
+  const MAX_TURN_CHARS = 8000; // per history text
+  const MAX_BODY_BYTES = 60000; // the service refuses bodies over 64 KiB: stay under it
+  const MAX_STORED_ENTRIES = 200; // kept in sessionStorage
+  const SESSION_EXPIRED = "Your session has expired — reload the page to sign in again.";
+  const MARKER = /\[\[pending-action:[A-Za-z0-9_-]+\]\]/g;
+  const TRAILING_MARKER = /\n?\[\[pending-action:[A-Za-z0-9_-]+\]\]\s*$/;
+
+  const REASONS = {
+    no_connection: "not connected yet",
+    insufficient_scope: "needs more access",
+    reauthorization_required: "access expired",
+  };
+  const PROVIDER_NAMES = {
+    github: "GitHub",
+    gitlab: "GitLab",
+    google: "Google",
+    microsoft: "Microsoft",
+    slack: "Slack",
+    atlassian: "Atlassian",
+  };
+  const STATUS_LABELS = {
+    ok: "ok",
+    error: "error",
+    authorization_required: "needs connection",
+    confirmation_required: "awaiting confirmation",
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    scroller: $("scroller"),
+    empty: $("empty"),
+    transcript: $("transcript"),
+    typing: $("typing"),
+    error: $("error"),
+    errorText: $("error-text"),
+    errorActions: $("error-actions"),
+    errorDismiss: $("error-dismiss"),
+    form: $("composer"),
+    message: $("message"),
+    send: $("send"),
+    clear: $("clear"),
+    badge: $("model-badge"),
+  };
+
+  // ---------------------------------------------------------------- small helpers
+
+  /** Build an element. Text is always set with textContent / text nodes, never parsed as HTML. */
+  function el(tag, props, children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "text") node.textContent = String(value);
+      else if (key === "class") node.className = value;
+      else if (key === "on") {
+        for (const [event, fn] of Object.entries(value)) node.addEventListener(event, fn);
+      } else node.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of children || []) {
+      if (child !== null && child !== undefined && child !== false) node.append(child);
+    }
+    return node;
+  }
+
+  const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+  const asString = (v) => (typeof v === "string" ? v : "");
+  let idCounter = 0;
+  const nextId = (prefix) => `${prefix}-${++idCounter}`;
+
+  function providerName(provider) {
+    const key = asString(provider);
+    if (Object.prototype.hasOwnProperty.call(PROVIDER_NAMES, key.toLowerCase())) {
+      return PROVIDER_NAMES[key.toLowerCase()];
+    }
+    const words = key.replace(/[_-]+/g, " ").trim();
+    return words ? words.charAt(0).toUpperCase() + words.slice(1) : "account";
+  }
+
+  /** Reply text as shown: without the server's pending-action markers (kept for history). */
+  const displayText = (text) => text.replace(MARKER, "").trim();
+
+  /** Cap a history text, keeping a trailing pending-action marker intact. */
+  function capText(text) {
+    if (text.length <= MAX_TURN_CHARS) return text;
+    const marker = text.match(TRAILING_MARKER);
+    if (marker && marker[0].length < MAX_TURN_CHARS) {
+      return text.slice(0, MAX_TURN_CHARS - marker[0].length) + marker[0];
+    }
+    return text.slice(0, MAX_TURN_CHARS);
+  }
+
+  function isExpired(expiresAt) {
+    if (typeof expiresAt !== "number" || !Number.isFinite(expiresAt) || expiresAt <= 0) return false;
+    const ms = expiresAt > 1e12 ? expiresAt : expiresAt * 1000; // seconds or milliseconds
+    return Date.now() > ms;
+  }
+
+  /** The URL to open for a connection, or null: only this page's own origin is ever opened. */
+  function safeAuthorizationUrl(raw) {
+    if (typeof raw !== "string" || !raw.trim()) return null;
+    let url;
+    try {
+      url = new URL(raw, window.location.href);
+    } catch (_) {
+      return null;
+    }
+    if (url.protocol !== "https:" && url.protocol !== "http:") return null;
+    if (url.username || url.password) return null;
+    if (url.origin !== window.location.origin) return null;
+    return url.href;
+  }
+
+  // ---------------------------------------------------------------- state and storage
+
+  function cleanToolCalls(value) {
+    if (!Array.isArray(value)) return [];
+    return value.filter(isObject).slice(0, 50).map((t) => ({
+      tool: asString(t.tool),
+      provider: asString(t.provider),
+      status: asString(t.status),
+    }));
+  }
+
+  function cleanAuthorizations(value) {
+    if (!Array.isArray(value)) return [];
+    return value
+      .filter((a) => isObject(a) && typeof a.provider === "string" && a.provider)
+      .slice(0, 20)
+      .map((a) => ({
+        provider: a.provider,
+        scopes: Array.isArray(a.scopes) ? a.scopes.filter((s) => typeof s === "string") : [],
+        authorization_url: asString(a.authorization_url),
+        session_id: asString(a.session_id),
+        expires_at: typeof a.expires_at === "number" ? a.expires_at : null,
+        reason: asString(a.reason),
+      }));
+  }
+
+  function cleanConfirmation(value) {
+    if (!isObject(value) || typeof value.confirm_text !== "string" || !value.confirm_text) return null;
+    return { description: asString(value.description), confirm_text: value.confirm_text };
+  }
+
+  function cleanEntry(e) {
+    if (!isObject(e) || typeof e.text !== "string") return null;
+    if (e.role === "user") return { role: "user", text: e.text };
+    if (e.role !== "assistant") return null;
+    return {
+      role: "assistant",
+      text: e.text,
+      model: asString(e.model),
+      tool_calls: cleanToolCalls(e.tool_calls),
+      authorization_required: cleanAuthorizations(e.authorization_required),
+      pending_confirmation: cleanConfirmation(e.pending_confirmation),
+    };
+  }
+
+  function emptyState() {
+    return { entries: [], model: "", connect: null };
+  }
+
+  function load() {
+    try {
+      const raw = window.sessionStorage.getItem(STORAGE_KEY);
+      if (!raw) return emptyState();
+      const data = JSON.parse(raw);
+      if (!isObject(data)) return emptyState();
+      const entries = Array.isArray(data.entries) ? data.entries.map(cleanEntry).filter(Boolean) : [];
+      const connect =
+        isObject(data.connect) && typeof data.connect.provider === "string"
+          ? { provider: data.connect.provider }
+          : null;
+      return { entries: entries.slice(-MAX_STORED_ENTRIES), model: asString(data.model), connect };
+    } catch (_) {
+      return emptyState();
+    }
+  }
+
+  function save() {
+    state.entries = state.entries.slice(-MAX_STORED_ENTRIES);
+    for (let keep = state.entries.length; ; keep = Math.floor(keep / 2)) {
+      try {
+        const snapshot = { ...state, entries: state.entries.slice(state.entries.length - keep) };
+        window.sessionStorage.setItem(STORAGE_KEY, JSON.stringify(snapshot));
+        return;
+      } catch (_) {
+        if (keep === 0) return; // storage disabled: the transcript lives in memory only
+      }
+    }
+  }
+
+  let state = load();
+  let busy = false;
+  let errorRetry = false; // the error banner currently offers a Retry button
+  let leftAfterConnect = false; // the page lost focus/visibility after a Connect click
+  let live = null; // {entry, node, retryArea, notice}: actions under the latest reply
+
+  // ---------------------------------------------------------------- rendering
+
+  function renderToolCalls(calls) {
+    if (!calls.length) return null;
+    return el(
+      "ul",
+      { class: "tools", "aria-label": "Tool calls" },
+      calls.map((c) =>
+        el("li", {
+          class: `chip status-${/^[a-z_]+$/.test(c.status) ? c.status : "unknown"}`,
+          "data-testid": "tool-call",
+          "data-status": c.status,
+          title: c.provider ? `provider: ${c.provider}` : null,
+          text: `${c.tool || "tool"} · ${STATUS_LABELS[c.status] || c.status || "unknown"}`,
+        })
+      )
+    );
+  }
+
+  /** A compact, inert summary of what an older reply asked for. */
+  function renderPastActions(entry) {
+    const lines = [];
+    for (const a of entry.authorization_required) {
+      const reason = REASONS[a.reason] || a.reason.replace(/_/g, " ");
+      lines.push(`Asked to connect ${providerName(a.provider)}${reason ? ` (${reason})` : ""}`);
+    }
+    if (entry.pending_confirmation) {
+      lines.push(`Asked for confirmation: ${entry.pending_confirmation.description || "an action"}`);
+    }
+    if (!lines.length) return null;
+    return el("ul", { class: "past-actions" }, lines.map((t) => el("li", { text: t })));
+  }
+
+  /** Connect buttons, confirmation and retry under the latest reply. */
+  function renderLiveActions(entry) {
+    const auths = entry.authorization_required;
+    const confirm = entry.pending_confirmation;
+    if (!auths.length && !confirm) return null;
+    const box = el("div", { class: "actions" });
+    const info = { entry, node: box, retryArea: null, notice: null };
+
+    if (auths.length) {
+      const list = el("ul", { class: "connect-list", "aria-label": "Accounts to connect" });
+      for (const a of auths) {
+        const name = providerName(a.provider);
+        const noteId = nextId("connect-note");
+        const parts = [REASONS[a.reason] || a.reason.replace(/_/g, " ")];
+        if (a.scopes.length) parts.push(`scopes: ${a.scopes.join(", ")}`);
+        if (isExpired(a.expires_at)) parts.push("link expired: retry for a new one");
+        const note = parts.filter(Boolean).join(" · ");
+        list.append(
+          el("li", { class: "connect-item" }, [
+            el("button", {
+              type: "button",
+              class: "btn btn-primary btn-small connect",
+              "data-testid": `connect-${a.provider}`,
+              "aria-describedby": note ? noteId : null,
+              text: `Connect ${name}`,
+              on: { click: () => openConnection(a) },
+            }),
+            note ? el("span", { id: noteId, class: "note", text: note }) : null,
+          ])
+        );
+      }
+      box.append(list);
+      info.notice = el("p", { class: "notice", role: "status", hidden: true });
+      info.retryArea = el("div", { class: "retry-area" });
+      box.append(info.notice, info.retryArea);
+    }
+
+    if (confirm) {
+      const descId = nextId("confirm-desc");
+      box.append(
+        el("div", { class: "confirm-card", role: "group", "aria-labelledby": descId }, [
+          el("p", { id: descId, class: "confirm-desc" }, [
+            el("span", { class: "confirm-label", text: "Confirm this action: " }),
+            confirm.description || "the proposed action",
+          ]),
+          el("div", { class: "confirm-buttons" }, [
+            el("button", {
+              type: "button",
+              class: "btn btn-primary btn-small",
+              "data-testid": "confirm",
+              text: "Confirm",
+              on: { click: () => send(confirm.confirm_text) },
+            }),
+            el("button", {
+              type: "button",
+              class: "btn btn-secondary btn-small",
+              "data-testid": "cancel",
+              text: "Cancel",
+              on: { click: () => send("cancel") },
+            }),
+          ]),
+        ])
+      );
+    }
+    live = info;
+    return box;
+  }
+
+  function renderEntry(entry, isLast) {
+    if (entry.role === "user") {
+      return el("div", { class: "turn turn-user" }, [
+        el("span", { class: "sr-only", text: "You said:" }),
+        el("div", { class: "msg user" }, [el("p", { class: "text", text: entry.text })]),
+      ]);
+    }
+    const shown = displayText(entry.text);
+    return el("div", { class: "turn turn-assistant" }, [
+      el("span", { class: "sr-only", text: "Agent replied:" }),
+      el("div", { class: "msg assistant" }, [
+        el("p", { class: shown ? "text" : "text muted", text: shown || "(no reply text)" }),
+        renderToolCalls(entry.tool_calls),
+        isLast ? renderLiveActions(entry) : renderPastActions(entry),
+      ]),
+    ]);
+  }
+
+  function renderAll() {
+    live = null;
+    const nodes = state.entries.map((e, i) => renderEntry(e, i === state.entries.length - 1));
+    ui.transcript.replaceChildren(...nodes);
+    refreshRetry();
+    updateChrome();
+  }
+
+  /** Append entries after a successful turn; the previous reply's live actions become a summary. */
+  function appendEntries(entries) {
+    if (live) {
+      const past = renderPastActions(live.entry);
+      if (past) live.node.replaceWith(past);
+      else live.node.remove();
+      live = null;
+    }
+    const start = state.entries.length;
+    state.entries.push(...entries);
+    save();
+    entries.forEach((entry, i) => {
+      ui.transcript.append(renderEntry(entry, start + i === state.entries.length - 1));
+    });
+    refreshRetry();
+    updateChrome();
+  }
+
+  function updateChrome() {
+    ui.empty.hidden = state.entries.length > 0 || busy;
+    ui.badge.hidden = !state.model;
+    ui.badge.textContent = state.model;
+    ui.clear.disabled = busy || (state.entries.length === 0 && !ui.transcript.childElementCount);
+  }
+
+  function scrollToEnd() {
+    const smooth = !window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+    ui.scroller.scrollTo({ top: ui.scroller.scrollHeight, behavior: smooth ? "smooth" : "auto" });
+  }
+
+  /** The "Done? Retry" button under the latest reply, after a Connect click or an expired link. */
+  function refreshRetry() {
+    if (!live || !live.retryArea) return;
+    const expired = live.entry.authorization_required.some((a) => isExpired(a.expires_at));
+    const wanted = (state.connect !== null || expired) && !errorRetry;
+    if (!wanted) {
+      live.retryArea.replaceChildren();
+      return;
+    }
+    if (live.retryArea.childElementCount) return;
+    live.retryArea.append(
+      el("button", {
+        type: "button",
+        class: "btn btn-secondary btn-small",
+        "data-testid": "retry",
+        text: "Done? Retry",
+        disabled: busy,
+        on: { click: retryLastUserMessage },
+      })
+    );
+  }
+
+  function showReturnNotice() {
+    if (!live || !live.notice || !state.connect) return;
+    live.notice.hidden = false;
+    live.notice.textContent =
+      `Back from connecting ${providerName(state.connect.provider)}? ` +
+      "If you finished, select “Done? Retry” to continue.";
+    live.node.classList.add("attention");
+  }
+
+  // ---------------------------------------------------------------- errors
+
+  function showError(message, options) {
+    const opts = options || {};
+    ui.error.hidden = false;
+    ui.errorText.textContent = message;
+    ui.errorActions.replaceChildren();
+    errorRetry = typeof opts.retryText === "string";
+    if (errorRetry) {
+      ui.errorActions.append(
+        el("button", {
+          type: "button",
+          class: "btn btn-secondary btn-small",
+          "data-testid": "retry",
+          text: "Retry",
+          on: { click: () => send(opts.retryText, { retry: true }) },
+        })
+      );
+    }
+    if (opts.reload) {
+      ui.errorActions.append(
+        el("button", {
+          type: "button",
+          class: "btn btn-secondary btn-small",
+          "data-testid": "reload",
+          text: "Reload",
+          on: { click: () => window.location.reload() },
+        })
+      );
+    }
+    refreshRetry();
+  }
+
+  function hideError() {
+    ui.error.hidden = true;
+    ui.errorText.textContent = "";
+    ui.errorActions.replaceChildren();
+    errorRetry = false;
+    refreshRetry();
+  }
+
+  function defaultErrorMessage(status) {
+    if (status === 400) return "The request was not accepted.";
+    if (status === 413) return "The message is too long.";
+    if (status === 429) return "Too many requests. Wait a moment, then retry.";
+    if (status >= 500) return "The service is not available right now. Try again in a moment.";
+    return `The request failed (HTTP ${status}).`;
+  }
+
+  // ---------------------------------------------------------------- the API
+
+  /** History to send: user and assistant text only, last turns first to fit the limits. */
+  function buildHistory(message) {
+    const encoder = new TextEncoder();
+    let budget = MAX_BODY_BYTES - encoder.encode(JSON.stringify({ message, history: [] })).length;
+    const turns = state.entries.filter((e) => e.text).slice(-MAX_HISTORY_TURNS);
+    const history = [];
+    for (let i = turns.length - 1; i >= 0; i--) {
+      const turn = { role: turns[i].role, text: capText(turns[i].text) };
+      const size = encoder.encode(JSON.stringify(turn)).length + 1;
+      if (size > budget) break;
+      budget -= size;
+      history.unshift(turn);
+    }
+    return history;
+  }
+
+  async function postChat(body) {
+    let response;
+    try {
+      response = await fetch(ENDPOINT, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify(body),
+        cache: "no-store",
+        // An expired ALB session answers with a redirect to the sign-in page: do not follow it.
+        redirect: "manual",
+      });
+    } catch (_) {
+      return {
+        ok: false,
+        retry: true,
+        message: "Could not reach the service. Check your connection, then retry.",
+      };
+    }
+    if (response.type === "opaqueredirect" || response.status === 401) {
+      return { ok: false, reload: true, message: SESSION_EXPIRED };
+    }
+    let data = null;
+    if ((response.headers.get("content-type") || "").includes("json")) {
+      try {
+        data = await response.json();
+      } catch (_) {
+        data = null;
+      }
+    }
+    if (response.ok) {
+      if (isObject(data) && typeof data.reply === "string") return { ok: true, data };
+      return { ok: false, retry: true, message: "The service sent an unexpected answer. Try again." };
+    }
+    const message =
+      isObject(data) && typeof data.message === "string" && data.message.trim()
+        ? data.message
+        : defaultErrorMessage(response.status);
+    return {
+      ok: false,
+      retry: [502, 503, 504].includes(response.status),
+      field: isObject(data) ? asString(data.field) : "",
+      message,
+    };
+  }
+
+  // ---------------------------------------------------------------- sending
+
+  function setBusy(value) {
+    busy = value;
+    ui.send.disabled = value;
+    ui.message.disabled = value;
+    ui.typing.hidden = !value;
+    ui.transcript.setAttribute("aria-busy", value ? "true" : "false");
+    for (const button of ui.transcript.querySelectorAll(".actions button")) button.disabled = value;
+    for (const button of ui.errorActions.querySelectorAll("button")) button.disabled = value;
+    updateChrome();
+  }
+
+  async function send(rawText, options) {
+    if (busy) return;
+    const message = typeof rawText === "string" ? rawText.trim() : "";
+    if (!message) {
+      ui.message.focus();
+      return;
+    }
+    const history = buildHistory(message);
+    hideError();
+    const pending = el("div", { class: "turn turn-user pending" }, [
+      el("span", { class: "sr-only", text: "You said:" }),
+      el("div", { class: "msg user" }, [el("p", { class: "text", text: message })]),
+    ]);
+    ui.transcript.append(pending);
+    const typed = ui.message.value;
+    if (typed.trim() === message) ui.message.value = "";
+    setBusy(true);
+    scrollToEnd();
+
+    const result = await postChat({ message, history });
+
+    setBusy(false);
+    if (result.ok) {
+      pending.remove();
+      const data = result.data;
+      state.model = asString(data.model) || state.model;
+      state.connect = null;
+      leftAfterConnect = false;
+      const reply = cleanEntry({
+        role: "assistant",
+        text: data.reply,
+        model: data.model,
+        tool_calls: data.tool_calls,
+        authorization_required: data.authorization_required,
+        pending_confirmation: data.pending_confirmation,
+      });
+      appendEntries([{ role: "user", text: message }, reply]);
+      scrollToEnd();
+      ui.message.focus();
+      return;
+    }
+
+    // Failure: the message leaves the transcript and nothing typed is lost.
+    pending.remove();
+    if (!ui.message.value.trim() && typed.trim()) ui.message.value = typed;
+    showError(result.message, {
+      retryText: result.retry ? message : undefined,
+      reload: result.reload,
+    });
+    updateChrome();
+    if (!(options && options.retry)) ui.message.focus();
+  }
+
+  function retryLastUserMessage() {
+    for (let i = state.entries.length - 1; i >= 0; i--) {
+      if (state.entries[i].role === "user") {
+        send(state.entries[i].text, { retry: true });
+        return;
+      }
+    }
+  }
+
+  function openConnection(authorization) {
+    const url = safeAuthorizationUrl(authorization.authorization_url);
+    if (!url) {
+      showError(
+        `The link to connect ${providerName(authorization.provider)} does not point to this site, ` +
+          "so it was not opened."
+      );
+      return;
+    }
+    window.open(url, "_blank", "noopener");
+    state.connect = { provider: authorization.provider };
+    leftAfterConnect = false;
+    save();
+    refreshRetry();
+  }
+
+  // ---------------------------------------------------------------- events
+
+  ui.form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    send(ui.message.value);
+  });
+
+  ui.message.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" || event.shiftKey || event.altKey) return;
+    if (event.isComposing || event.keyCode === 229) return; // IME composition
+    event.preventDefault();
+    send(ui.message.value);
+  });
+
+  ui.clear.addEventListener("click", () => {
+    if (busy) return;
+    state = { ...emptyState(), model: state.model };
+    leftAfterConnect = false;
+    save();
+    hideError();
+    renderAll();
+    ui.message.focus();
+  });
+
+  ui.errorDismiss.addEventListener("click", () => {
+    hideError();
+    ui.message.focus();
+  });
+
+  // Coming back from the provider's consent page (opened in another tab).
+  const markAway = () => {
+    if (state.connect) leftAfterConnect = true;
+  };
+  const onReturn = () => {
+    if (document.visibilityState !== "visible" || !leftAfterConnect || !state.connect) return;
+    leftAfterConnect = false;
+    showReturnNotice();
+  };
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden") markAway();
+    else onReturn();
+  });
+  window.addEventListener("blur", markAway);
+  window.addEventListener("focus", onReturn);
+
+  // ---------------------------------------------------------------- start
+
+  renderAll();
+  if (state.connect) showReturnNotice(); // reloaded after a Connect click
+  if (state.entries.length) ui.scroller.scrollTop = ui.scroller.scrollHeight;
+  ui.message.focus();
+})();

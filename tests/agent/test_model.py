@@ -1,0 +1,907 @@
+"""The model loop: Bedrock Converse (stubbed, no network) and the offline planner."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import pytest
+from botocore.stub import Stubber
+
+from agent.model import (
+    DEFAULT_SYSTEM_PROMPT,
+    STOP_TOOL_ROUND_LIMIT,
+    BedrockModel,
+    ModelError,
+    ModelFailure,
+    ModelUnavailable,
+    OfflinePlanner,
+    converse_messages,
+    refuse_bearer_strings,
+    scrub,
+)
+from agent.tooling import Model, ToolOutcome, ToolSpec, Turn
+
+MODEL_ID = "anthropic.claude-test-v1:0"
+SECRET = "gho_SECRETSECRETSECRET0123456789abcdef"  # a provider access token the model must not see
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def spec(name: str, provider: str, *, mutating: bool = False) -> ToolSpec:
+    return ToolSpec(
+        name=name,
+        description=f"{name} description",
+        input_schema={"type": "object", "properties": {}, "additionalProperties": False},
+        provider=provider,
+        scopes=("read",),
+        mutating=mutating,
+    )
+
+
+WHOAMI = spec("mock_whoami", "mock")
+REPOS = spec("github_list_repositories", "github")
+ISSUE = ToolSpec(
+    name="github_create_issue",
+    description="Create an issue",
+    input_schema={
+        "type": "object",
+        "properties": {"repository": {"type": "string"}, "title": {"type": "string"}},
+        "required": ["repository", "title"],
+    },
+    provider="github",
+    scopes=("repo",),
+    mutating=True,
+)
+CALENDAR = spec("google_calendar_upcoming", "google")
+MS_ME = spec("microsoft_me", "microsoft")
+MAIL = spec("microsoft_mail_subjects", "microsoft")
+ALL_TOOLS = [WHOAMI, REPOS, ISSUE, CALENDAR, MS_ME, MAIL]
+
+
+class FakeExecute:
+    """Records calls; answers with canned outcomes (default: ok with {"ok": True})."""
+
+    def __init__(self, outcomes: Mapping[str, ToolOutcome] | None = None) -> None:
+        self.outcomes = dict(outcomes or {})
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def __call__(self, name: str, arguments: Mapping[str, Any]) -> ToolOutcome:
+        self.calls.append((name, dict(arguments)))
+        if name in self.outcomes:
+            return self.outcomes[name]
+        return ToolOutcome(tool=name, provider="mock", status="ok", content={"ok": True})
+
+
+def outcome(tool: str, provider: str, status: Any, content: dict[str, Any]) -> ToolOutcome:
+    return ToolOutcome(tool=tool, provider=provider, status=status, content=content)
+
+
+# --- Bedrock: helpers ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client() -> Any:
+    return boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+
+
+@pytest.fixture
+def stubber(client: Any) -> Iterator[Stubber]:
+    with Stubber(client) as stub:
+        yield stub
+
+
+@pytest.fixture
+def requests(client: Any) -> list[dict[str, Any]]:
+    """Every Converse request the client was asked to send, as sent (deep-copied)."""
+    seen: list[dict[str, Any]] = []
+
+    def capture(params: dict[str, Any], **_: Any) -> None:
+        seen.append(copy.deepcopy(params))
+
+    client.meta.events.register("before-parameter-build.bedrock-runtime.Converse", capture)
+    return seen
+
+
+def converse_reply(content: list[dict[str, Any]], stop: str = "end_turn") -> dict[str, Any]:
+    return {
+        "output": {"message": {"role": "assistant", "content": content}},
+        "stopReason": stop,
+        "usage": {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15},
+        "metrics": {"latencyMs": 12},
+    }
+
+
+def tool_use(tool_use_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {"toolUse": {"toolUseId": tool_use_id, "name": name, "input": arguments}}
+
+
+def test_implementations_satisfy_the_protocol(client: Any) -> None:
+    models: list[Model] = [BedrockModel(client=client, model_id=MODEL_ID), OfflinePlanner()]
+    assert models[0].name == f"Amazon Bedrock ({MODEL_ID})"
+    assert models[1].name == "offline planner (not a language model)"
+
+
+# --- Bedrock: the tool loop ---------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_tool_use_round_trip(
+    client: Any, stubber: Stubber, requests: list[dict[str, Any]]
+) -> None:
+    first = converse_reply(
+        [{"text": "Let me check."}, tool_use("tu-1", "mock_whoami", {"verbose": True})],
+        stop="tool_use",
+    )
+    stubber.add_response("converse", first)
+    stubber.add_response("converse", converse_reply([{"text": "You are alice@mock."}]))
+    content = {"sub": "alice", "email": "alice@mock"}
+    execute = FakeExecute({"mock_whoami": outcome("mock_whoami", "mock", "ok", content)})
+    model = BedrockModel(client=client, model_id=MODEL_ID, max_tokens=321)
+
+    reply = await model.respond(
+        history=[], message="Who am I?", tools=[WHOAMI, REPOS], execute=execute
+    )
+
+    stubber.assert_no_pending_responses()
+    assert execute.calls == [("mock_whoami", {"verbose": True})]
+    assert reply.text == "You are alice@mock."
+    assert reply.rounds == 1
+    assert reply.stop_reason == "end_turn"
+    assert [o.tool for o in reply.outcomes] == ["mock_whoami"]
+
+    assert len(requests) == 2
+    initial = requests[0]
+    assert initial["modelId"] == MODEL_ID
+    assert initial["messages"] == [{"role": "user", "content": [{"text": "Who am I?"}]}]
+    assert initial["system"] == [{"text": DEFAULT_SYSTEM_PROMPT}]
+    assert initial["inferenceConfig"] == {"maxTokens": 321}
+    assert initial["toolConfig"] == {
+        "tools": [
+            {
+                "toolSpec": {
+                    "name": s.name,
+                    "description": s.description,
+                    "inputSchema": {"json": dict(s.input_schema)},
+                }
+            }
+            for s in (WHOAMI, REPOS)
+        ]
+    }
+    assert "guardrailConfig" not in initial
+
+    follow_up = requests[1]["messages"]
+    assert follow_up[:1] == initial["messages"]
+    assert follow_up[1] == first["output"]["message"]
+    assert follow_up[2] == {
+        "role": "user",
+        "content": [
+            {
+                "toolResult": {
+                    "toolUseId": "tu-1",
+                    "content": [{"json": content}],
+                    "status": "success",
+                }
+            }
+        ],
+    }
+    assert requests[1]["toolConfig"] == initial["toolConfig"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("ok", "success"),
+        ("error", "error"),
+        ("authorization_required", "error"),
+        ("confirmation_required", "error"),
+    ],
+)
+async def test_tool_result_status(
+    client: Any, stubber: Stubber, requests: list[dict[str, Any]], status: str, expected: str
+) -> None:
+    stubber.add_response(
+        "converse", converse_reply([tool_use("tu-9", "mock_whoami", {})], stop="tool_use")
+    )
+    stubber.add_response("converse", converse_reply([{"text": "ok"}]))
+    content = {"status": status, "message": "m"}
+    execute = FakeExecute({"mock_whoami": outcome("mock_whoami", "mock", status, content)})
+
+    await BedrockModel(client=client, model_id=MODEL_ID).respond(
+        history=[], message="hi", tools=[WHOAMI], execute=execute
+    )
+
+    result = requests[1]["messages"][-1]["content"][0]["toolResult"]
+    assert result == {"toolUseId": "tu-9", "content": [{"json": content}], "status": expected}
+
+
+@pytest.mark.anyio
+async def test_several_tool_uses_in_one_round_run_in_order(
+    client: Any, stubber: Stubber, requests: list[dict[str, Any]]
+) -> None:
+    stubber.add_response(
+        "converse",
+        converse_reply(
+            [tool_use("a", "mock_whoami", {}), tool_use("b", "github_list_repositories", {})],
+            stop="tool_use",
+        ),
+    )
+    stubber.add_response("converse", converse_reply([{"text": "Done."}]))
+    execute = FakeExecute()
+
+    reply = await BedrockModel(client=client, model_id=MODEL_ID).respond(
+        history=[], message="both", tools=[WHOAMI, REPOS], execute=execute
+    )
+
+    assert [name for name, _ in execute.calls] == ["mock_whoami", "github_list_repositories"]
+    results = [b["toolResult"]["toolUseId"] for b in requests[1]["messages"][-1]["content"]]
+    assert results == ["a", "b"]
+    assert reply.rounds == 1
+    assert [o.tool for o in reply.outcomes] == ["mock_whoami", "github_list_repositories"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("limit", [0, 1, 3])
+async def test_tool_rounds_are_bounded(
+    client: Any, stubber: Stubber, requests: list[dict[str, Any]], limit: int
+) -> None:
+    for i in range(limit + 1):
+        stubber.add_response(
+            "converse",
+            converse_reply(
+                [{"text": f"step {i}"}, tool_use(f"tu-{i}", "mock_whoami", {})], stop="tool_use"
+            ),
+        )
+    execute = FakeExecute()
+    model = BedrockModel(client=client, model_id=MODEL_ID, max_tool_rounds=limit)
+
+    reply = await model.respond(history=[], message="loop", tools=[WHOAMI], execute=execute)
+
+    stubber.assert_no_pending_responses()
+    assert len(requests) == limit + 1  # exactly max_tool_rounds + 1 Converse calls
+    assert len(execute.calls) == limit
+    assert len(reply.outcomes) == limit
+    assert reply.rounds == limit
+    assert reply.stop_reason == STOP_TOOL_ROUND_LIMIT
+    assert f"tool-round limit of {limit} was reached" in reply.text
+    assert reply.text.startswith("step 0")
+    assert f"step {limit}" in reply.text
+
+
+@pytest.mark.anyio
+async def test_unknown_tool_is_not_executed(
+    client: Any, stubber: Stubber, requests: list[dict[str, Any]]
+) -> None:
+    stubber.add_response(
+        "converse",
+        converse_reply(
+            [
+                tool_use("bad", "delete_everything", {"really": True}),
+                tool_use("good", "mock_whoami", {}),
+            ],
+            stop="tool_use",
+        ),
+    )
+    stubber.add_response("converse", converse_reply([{"text": "I cannot do that."}]))
+    execute = FakeExecute()
+
+    reply = await BedrockModel(client=client, model_id=MODEL_ID).respond(
+        history=[], message="wipe it", tools=[WHOAMI], execute=execute
+    )
+
+    assert execute.calls == [("mock_whoami", {})]
+    assert [o.tool for o in reply.outcomes] == ["mock_whoami"]
+    bad, good = (b["toolResult"] for b in requests[1]["messages"][-1]["content"])
+    assert bad["toolUseId"] == "bad"
+    assert bad["status"] == "error"
+    assert bad["content"][0]["json"]["error"] == "unknown_tool"
+    assert good["status"] == "success"
+    assert reply.text == "I cannot do that."
+
+
+@pytest.mark.anyio
+async def test_non_object_tool_input_is_not_executed(
+    client: Any, stubber: Stubber, requests: list[dict[str, Any]]
+) -> None:
+    stubber.add_response(
+        "converse",
+        converse_reply(
+            [{"toolUse": {"toolUseId": "x", "name": "mock_whoami", "input": [1, 2]}}],
+            stop="tool_use",
+        ),
+    )
+    stubber.add_response("converse", converse_reply([{"text": "ok"}]))
+    execute = FakeExecute()
+
+    await BedrockModel(client=client, model_id=MODEL_ID).respond(
+        history=[], message="hi", tools=[WHOAMI], execute=execute
+    )
+
+    assert execute.calls == []
+    result = requests[1]["messages"][-1]["content"][0]["toolResult"]
+    assert result["status"] == "error"
+    assert result["content"][0]["json"]["error"] == "invalid_arguments"
+
+
+@pytest.mark.anyio
+async def test_no_token_reaches_the_model(
+    client: Any, stubber: Stubber, requests: list[dict[str, Any]]
+) -> None:
+    """The orchestrator's execute holds a token and uses it; the model sees only the result."""
+    stubber.add_response(
+        "converse",
+        converse_reply([tool_use("t1", "github_list_repositories", {})], stop="tool_use"),
+    )
+    stubber.add_response(
+        "converse", converse_reply([tool_use("t2", "mock_whoami", {})], stop="tool_use")
+    )
+    stubber.add_response("converse", converse_reply([{"text": "Here you go."}]))
+    used_tokens: list[str] = []
+
+    async def execute(name: str, arguments: Mapping[str, Any]) -> ToolOutcome:
+        token = SECRET  # what the binder would hand the orchestrator for this one call
+        used_tokens.append(token)  # the tool uses it against the provider's API ...
+        content = {"repositories": [{"full_name": "octo/app", "private": False}]}
+        return ToolOutcome(tool=name, provider="github", status="ok", content=content)
+
+    history = [Turn(role="user", text="hello"), Turn(role="assistant", text="hi")]
+    reply = await BedrockModel(client=client, model_id=MODEL_ID).respond(
+        history=history, message="list my repos", tools=[REPOS, WHOAMI], execute=execute
+    )
+
+    assert used_tokens == [SECRET, SECRET]
+    assert len(requests) == 3
+    for request in requests:
+        sent = json.dumps(request)
+        assert SECRET not in sent
+        assert "Bearer" not in sent
+    assert "octo/app" in json.dumps(requests[-1])  # the result itself did reach the model
+    assert SECRET not in reply.text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"authorization": "Bearer abc.def-ghi"},
+        {"headers": [{"value": "Authorization: bearer ZXhhbXBsZQ=="}]},
+        {"Bearer abc123": "key, not value"},
+    ],
+)
+async def test_bearer_looking_tool_result_is_refused(
+    client: Any, stubber: Stubber, requests: list[dict[str, Any]], content: dict[str, Any]
+) -> None:
+    stubber.add_response(
+        "converse", converse_reply([tool_use("t", "mock_whoami", {})], stop="tool_use")
+    )
+    execute = FakeExecute({"mock_whoami": outcome("mock_whoami", "mock", "ok", content)})
+
+    with pytest.raises(ValueError, match="bearer") as info:
+        await BedrockModel(client=client, model_id=MODEL_ID).respond(
+            history=[], message="hi", tools=[WHOAMI], execute=execute
+        )
+
+    assert len(requests) == 1  # nothing further was sent
+    assert "abc" not in str(info.value)
+    assert "ZXhh" not in str(info.value)
+
+
+def test_bearer_check_ignores_prose() -> None:
+    refuse_bearer_strings({"description": "Bearer tokens explained, with examples"})
+    refuse_bearer_strings({"items": ["a", 1, None, {"b": ["bearer"]}]})
+    with pytest.raises(ValueError, match="bearer"):
+        refuse_bearer_strings({"items": [{"deep": ("x", "  Bearer eyJhbGciOi.x.y  ")}]})
+
+
+# --- Bedrock: request shape ---------------------------------------------------------------------
+
+
+def test_history_merges_same_role_turns_and_drops_leading_assistant() -> None:
+    history = [
+        Turn(role="assistant", text="Welcome!"),
+        Turn(role="assistant", text="Ask me anything."),
+        Turn(role="user", text="one"),
+        Turn(role="user", text="two"),
+        Turn(role="assistant", text="three"),
+        Turn(role="assistant", text="   "),
+        Turn(role="assistant", text="four"),
+        Turn(role="user", text="five"),
+    ]
+
+    messages = converse_messages(history, "six")
+
+    assert messages == [
+        {"role": "user", "content": [{"text": "one"}, {"text": "two"}]},
+        {"role": "assistant", "content": [{"text": "three"}, {"text": "four"}]},
+        {"role": "user", "content": [{"text": "five"}, {"text": "six"}]},
+    ]
+    roles = [m["role"] for m in messages]
+    assert roles[0] == "user"
+    assert all(a != b for a, b in itertools.pairwise(roles))
+
+
+def test_history_of_only_assistant_turns() -> None:
+    assert converse_messages([Turn(role="assistant", text="hi")], "hello") == [
+        {"role": "user", "content": [{"text": "hello"}]}
+    ]
+
+
+def test_blank_message_is_refused() -> None:
+    with pytest.raises(ValueError, match="blank"):
+        converse_messages([], "  ")
+
+
+@pytest.mark.anyio
+async def test_history_reaches_converse_alternating(
+    client: Any, stubber: Stubber, requests: list[dict[str, Any]]
+) -> None:
+    stubber.add_response("converse", converse_reply([{"text": "fine"}]))
+    history = [
+        Turn(role="assistant", text="Hello, I am the agent."),
+        Turn(role="user", text="hi"),
+        Turn(role="user", text="are you there?"),
+        Turn(role="assistant", text="yes"),
+    ]
+
+    reply = await BedrockModel(client=client, model_id=MODEL_ID).respond(
+        history=history, message="how are you", tools=[], execute=FakeExecute()
+    )
+
+    assert reply.text == "fine"
+    assert reply.rounds == 0
+    assert requests[0]["messages"] == [
+        {"role": "user", "content": [{"text": "hi"}, {"text": "are you there?"}]},
+        {"role": "assistant", "content": [{"text": "yes"}]},
+        {"role": "user", "content": [{"text": "how are you"}]},
+    ]
+    assert "toolConfig" not in requests[0]  # Converse rejects an empty tool list
+
+
+@pytest.mark.anyio
+async def test_guardrail_only_when_configured(
+    client: Any, stubber: Stubber, requests: list[dict[str, Any]]
+) -> None:
+    stubber.add_response("converse", converse_reply([{"text": "a"}]))
+    stubber.add_response("converse", converse_reply([{"text": "b"}]))
+    plain = BedrockModel(client=client, model_id=MODEL_ID)
+    guarded = BedrockModel(
+        client=client,
+        model_id=MODEL_ID,
+        guardrail_id="gr-123",
+        guardrail_version="2",
+        system_prompt="Be brief.",
+    )
+
+    await plain.respond(history=[], message="x", tools=[WHOAMI], execute=FakeExecute())
+    await guarded.respond(history=[], message="x", tools=[WHOAMI], execute=FakeExecute())
+
+    assert "guardrailConfig" not in requests[0]
+    assert requests[1]["guardrailConfig"] == {
+        "guardrailIdentifier": "gr-123",
+        "guardrailVersion": "2",
+    }
+    assert requests[1]["system"] == [{"text": "Be brief."}]
+
+
+def test_guardrail_id_and_version_go_together(client: Any) -> None:
+    with pytest.raises(ValueError, match="guardrail"):
+        BedrockModel(client=client, model_id=MODEL_ID, guardrail_id="gr-123")
+    with pytest.raises(ValueError, match="max_tool_rounds"):
+        BedrockModel(client=client, model_id=MODEL_ID, max_tool_rounds=-1)
+
+
+# --- Bedrock: errors ----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("code", "status", "kind"),
+    [
+        ("ThrottlingException", 429, ModelUnavailable),
+        ("ServiceUnavailableException", 503, ModelUnavailable),
+        ("ModelNotReadyException", 429, ModelUnavailable),
+        ("ModelTimeoutException", 408, ModelUnavailable),
+        ("AccessDeniedException", 403, ModelError),
+        ("ValidationException", 400, ModelError),
+        ("ResourceNotFoundException", 404, ModelError),
+    ],
+)
+async def test_error_mapping(
+    client: Any, stubber: Stubber, code: str, status: int, kind: type[ModelFailure]
+) -> None:
+    private = "my private question about payroll"
+    stubber.add_client_error(
+        "converse",
+        service_error_code=code,
+        service_message=f"problem with input: {private}",
+        http_status_code=status,
+    )
+
+    with pytest.raises(kind) as info:
+        await BedrockModel(client=client, model_id=MODEL_ID).respond(
+            history=[], message=private, tools=[], execute=FakeExecute()
+        )
+
+    assert type(info.value) is kind
+    assert info.value.code == code
+    assert code in str(info.value)
+    assert private not in str(info.value)
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+
+
+@pytest.mark.anyio
+async def test_error_on_a_later_round_is_mapped(client: Any, stubber: Stubber) -> None:
+    stubber.add_response(
+        "converse", converse_reply([tool_use("t", "mock_whoami", {})], stop="tool_use")
+    )
+    stubber.add_client_error(
+        "converse", service_error_code="ThrottlingException", http_status_code=429
+    )
+    execute = FakeExecute()
+
+    with pytest.raises(ModelUnavailable):
+        await BedrockModel(client=client, model_id=MODEL_ID).respond(
+            history=[], message="hi", tools=[WHOAMI], execute=execute
+        )
+    assert len(execute.calls) == 1
+
+
+class RaisingClient:
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def converse(self, **_: Any) -> dict[str, Any]:
+        raise self.exc
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("exc", "kind", "code"),
+    [
+        (
+            botocore.exceptions.EndpointConnectionError(endpoint_url="https://x"),
+            ModelUnavailable,
+            "EndpointConnectionError",
+        ),
+        (
+            botocore.exceptions.ReadTimeoutError(endpoint_url="https://x"),
+            ModelUnavailable,
+            "ReadTimeoutError",
+        ),
+        (botocore.exceptions.NoCredentialsError(), ModelError, "NoCredentialsError"),
+    ],
+)
+async def test_transport_errors_are_mapped(
+    exc: Exception, kind: type[ModelFailure], code: str
+) -> None:
+    model = BedrockModel(client=RaisingClient(exc), model_id=MODEL_ID)
+
+    with pytest.raises(kind) as info:
+        await model.respond(history=[], message="hi", tools=[], execute=FakeExecute())
+
+    assert info.value.code == code
+
+
+# --- offline planner ----------------------------------------------------------------------------
+
+PLANNER = OfflinePlanner()
+
+
+async def plan_reply(
+    message: str, tools: list[ToolSpec] | None = None, execute: FakeExecute | None = None
+) -> tuple[str, FakeExecute]:
+    execute = execute or FakeExecute()
+    reply = await PLANNER.respond(
+        history=[], message=message, tools=ALL_TOOLS if tools is None else tools, execute=execute
+    )
+    assert reply.text.startswith("[offline planner] ")
+    assert reply.stop_reason == "end_turn"
+    assert reply.rounds == len(execute.calls)
+    assert len(reply.outcomes) == len(execute.calls)
+    return reply.text, execute
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("message", "tool", "arguments"),
+    [
+        ("Who am I on mock?", "mock_whoami", {}),
+        ("whoami mock", "mock_whoami", {}),
+        ("who am I", "mock_whoami", {}),  # the only *_whoami tool
+        ("WHO AM I ON MICROSOFT", "microsoft_me", {}),
+        ("show my Microsoft profile", "microsoft_me", {}),
+        ("list my repos", "github_list_repositories", {}),
+        ("Please LIST REPOSITORIES", "github_list_repositories", {}),
+        ("show me all my github repositories", "github_list_repositories", {}),
+        (
+            "create an issue in octo-org/hello.world titled Fix the login bug",
+            "github_create_issue",
+            {"repository": "octo-org/hello.world", "title": "Fix the login bug"},
+        ),
+        (
+            'Create issue in octo/app titled "Don\'t crash"',
+            "github_create_issue",
+            {"repository": "octo/app", "title": "Don't crash"},
+        ),
+        (
+            'create issue "Crash on start" in Octo/App',
+            "github_create_issue",
+            {"repository": "Octo/App", "title": "Crash on start"},
+        ),
+        (
+            "please create an issue \u201cCalendar is wrong\u201d in octo/app",
+            "github_create_issue",
+            {"repository": "octo/app", "title": "Calendar is wrong"},
+        ),
+        ("what's on my calendar?", "google_calendar_upcoming", {}),
+        ("any Upcoming Events", "google_calendar_upcoming", {}),
+        ("meetings today", "google_calendar_upcoming", {}),
+        ("check my mail", "microsoft_mail_subjects", {}),
+        ("email subjects please", "microsoft_mail_subjects", {}),
+        ("what's in my INBOX", "microsoft_mail_subjects", {}),
+    ],
+)
+async def test_planner_rules(message: str, tool: str, arguments: dict[str, Any]) -> None:
+    _, execute = await plan_reply(message)
+
+    assert execute.calls == [(tool, arguments)]
+
+
+@pytest.mark.anyio
+async def test_planner_whoami_with_several_providers() -> None:
+    tools = [WHOAMI, spec("github_whoami", "github"), MS_ME]
+
+    text, execute = await plan_reply("who am I?", tools)
+    assert execute.calls == []
+    assert '"who am I on github"' in text
+    assert '"who am I on microsoft"' in text
+    assert '"who am I on mock"' in text
+
+    _, execute = await plan_reply("who am i on GitHub", tools)
+    assert execute.calls == [("github_whoami", {})]
+
+    text, execute = await plan_reply("who am I on gitlab", tools)
+    assert execute.calls == []
+    assert "no identity tool" in text
+
+
+@pytest.mark.anyio
+async def test_planner_applies_a_rule_only_when_its_tool_is_available() -> None:
+    text, execute = await plan_reply("list my repos", [WHOAMI, CALENDAR])
+
+    assert execute.calls == []
+    assert "not a language model" in text
+
+
+@pytest.mark.anyio
+async def test_planner_create_issue_without_details_explains_the_phrasing() -> None:
+    text, execute = await plan_reply("create an issue please")
+
+    assert execute.calls == []
+    assert 'create issue "Title" in owner/repo' in text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("message", "result", "expected"),
+    [
+        (
+            "who am I on mock",
+            outcome(
+                "mock_whoami",
+                "mock",
+                "ok",
+                {"sub": "u-1", "name": "Alice", "email": "alice@mock"},
+            ),
+            "[offline planner] You are alice@mock (Alice) on mock.",
+        ),
+        (
+            "who am I on mock",
+            outcome("mock_whoami", "mock", "ok", {"sub": "u-1", "preferred_username": "alice"}),
+            "[offline planner] You are alice on mock.",
+        ),
+        (
+            "microsoft profile",
+            outcome(
+                "microsoft_me",
+                "microsoft",
+                "ok",
+                {"displayName": "Bob", "userPrincipalName": "bob@contoso.example"},
+            ),
+            "[offline planner] You are bob@contoso.example (Bob) on microsoft.",
+        ),
+        (
+            "list my repos",
+            outcome(
+                "github_list_repositories",
+                "github",
+                "ok",
+                {
+                    "repositories": [
+                        {"full_name": "octo/app", "private": True},
+                        {"full_name": "octo/docs", "private": False},
+                    ]
+                },
+            ),
+            "[offline planner] Your repositories on github:\n- octo/app (private)\n- octo/docs",
+        ),
+        (
+            "list my repos",
+            outcome("github_list_repositories", "github", "ok", {"repositories": []}),
+            "[offline planner] You have no repositories on github.",
+        ),
+        (
+            "upcoming events",
+            outcome(
+                "google_calendar_upcoming",
+                "google",
+                "ok",
+                {
+                    "events": [
+                        {"summary": "Standup", "start": {"dateTime": "2030-01-02T09:00:00Z"}},
+                        {"summary": "Holiday", "start": {"date": "2030-01-05"}},
+                        {"summary": "Whenever"},
+                    ]
+                },
+            ),
+            "[offline planner] Your upcoming events:\n- 2030-01-02T09:00:00Z: Standup\n"
+            "- 2030-01-05: Holiday\n- Whenever",
+        ),
+        (
+            "my mail",
+            outcome(
+                "microsoft_mail_subjects",
+                "microsoft",
+                "ok",
+                {
+                    "messages": [
+                        {"subject": "Invoice", "from": "billing@example.com"},
+                        {"subject": "Hello"},
+                    ]
+                },
+            ),
+            "[offline planner] Your latest mail:\n- Invoice (from billing@example.com)\n- Hello",
+        ),
+        (
+            'create issue "Bug" in octo/app',
+            outcome(
+                "github_create_issue",
+                "github",
+                "ok",
+                {"number": 7, "title": "Bug", "html_url": "https://github.example/octo/app/7"},
+            ),
+            '[offline planner] Created issue #7 "Bug": https://github.example/octo/app/7',
+        ),
+    ],
+)
+async def test_planner_ok_replies(message: str, result: ToolOutcome, expected: str) -> None:
+    text, _ = await plan_reply(message, execute=FakeExecute({result.tool: result}))
+
+    assert text == expected
+
+
+@pytest.mark.anyio
+async def test_planner_authorization_required() -> None:
+    result = outcome(
+        "github_list_repositories",
+        "github",
+        "authorization_required",
+        {"status": "authorization_required", "message": "not granted"},
+    )
+    text, _ = await plan_reply("list my repos", execute=FakeExecute({result.tool: result}))
+
+    assert text == (
+        "[offline planner] I need your permission to use github. "
+        "Use the Connect button, then ask again."
+    )
+
+
+@pytest.mark.anyio
+async def test_planner_confirmation_required_relays_the_message() -> None:
+    message = "This action changes data. The user must confirm it: create issue in octo/app."
+    result = outcome(
+        "github_create_issue",
+        "github",
+        "confirmation_required",
+        {"status": "confirmation_required", "message": message},
+    )
+    text, execute = await plan_reply(
+        'create issue "Bug" in octo/app', execute=FakeExecute({result.tool: result})
+    )
+
+    assert execute.calls == [("github_create_issue", {"repository": "octo/app", "title": "Bug"})]
+    assert text == f"[offline planner] {message}"
+
+
+@pytest.mark.anyio
+async def test_planner_error() -> None:
+    result = outcome(
+        "google_calendar_upcoming",
+        "google",
+        "error",
+        {"error": "rate_limited", "message": "Rate limit exceeded"},
+    )
+    text, _ = await plan_reply("calendar", execute=FakeExecute({result.tool: result}))
+
+    assert text == "[offline planner] google said: Rate limit exceeded"
+
+
+@pytest.mark.anyio
+async def test_planner_help_lists_available_tools() -> None:
+    text, execute = await plan_reply("tell me a joke")
+
+    assert execute.calls == []
+    assert "not a language model" in text
+    for tool in ALL_TOOLS:
+        assert tool.name in text
+    assert '"who am I on mock"' in text
+
+    text, _ = await plan_reply("list my repos", [CALENDAR])
+    assert "github_list_repositories" not in text
+    assert "google_calendar_upcoming" in text
+
+    text, _ = await plan_reply("anything", [])
+    assert "No tools" in text
+
+
+@pytest.mark.anyio
+async def test_planner_is_deterministic() -> None:
+    result = outcome(
+        "google_calendar_upcoming",
+        "google",
+        "ok",
+        {"events": [{"summary": "A", "start": "2030-01-01T00:00:00Z"}]},
+    )
+    replies = []
+    for _ in range(3):
+        execute = FakeExecute({result.tool: result})
+        reply = await OfflinePlanner().respond(
+            history=[Turn(role="user", text="earlier")],
+            message="My Calendar",
+            tools=ALL_TOOLS,
+            execute=execute,
+        )
+        replies.append((reply, execute.calls))
+    assert replies[0] == replies[1] == replies[2]
+    assert PLANNER.plan("meetings", ALL_TOOLS) == PLANNER.plan("meetings", ALL_TOOLS)
+
+
+@pytest.mark.anyio
+async def test_planner_never_echoes_token_like_strings() -> None:
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl"
+    result = outcome(
+        "mock_whoami",
+        "mock",
+        "ok",
+        {"sub": SECRET, "name": f"Bearer {jwt}", "email": jwt},
+    )
+    error = outcome("microsoft_mail_subjects", "microsoft", "error", {"message": f"bad {SECRET}"})
+
+    text, _ = await plan_reply("who am I", execute=FakeExecute({result.tool: result}))
+    mail_text, _ = await plan_reply("inbox", execute=FakeExecute({error.tool: error}))
+
+    for reply in (text, mail_text):
+        assert SECRET not in reply
+        assert jwt not in reply
+        assert "[redacted]" in reply
+
+
+def test_scrub_keeps_ordinary_text() -> None:
+    text = "You are alice@mock (Alice) on mock. https://github.example/octo/app/issues/7"
+    assert scrub(text) == text
+    assert scrub("token ya29.a0AfH6SMBx-abc here") == "token [redacted] here"
