@@ -186,3 +186,18 @@ def test_vault_secrets_cannot_be_replicated_out_of_the_key(synth: Synthesized) -
         if "secretsmanager:CreateSecret" in _actions(s)
     ]
     assert create["Condition"]["Null"] == {"secretsmanager:AddReplicaRegions": "true"}
+
+
+def test_agent_task_gets_the_binder_url_and_no_secret(synth: Synthesized) -> None:
+    agent = next(
+        td["Properties"]["ContainerDefinitions"][0]
+        for lid, td in synth.resources("AWS::ECS::TaskDefinition").items()
+        if lid.startswith("Agent")
+    )
+    env = {e["Name"]: e["Value"] for e in agent["Environment"]}
+    assert env["BINDER_INTERNAL_URL"] == "http://binder:8081"
+    assert env["AGENT_MODEL"] == "bedrock"
+    assert env["AGENT_PROVIDERS"] == "github,google,microsoft"
+    assert "VAULT_KMS_KEY_ARN" not in env
+    assert "SESSION_TABLE_NAME" not in env
+    assert not any("SECRET" in name for name in env)
