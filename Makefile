@@ -24,7 +24,7 @@ SERVICE_REQS := $(wildcard services/*/requirements.txt)
 IMAGE_PY_VERSION := $(shell sed -n 's/^FROM python:\([0-9]*\.[0-9]*\)-.*/\1/p' services/agent/Dockerfile)
 IMAGE_VENV := .venv-image
 # Tests that exercise only the services (no CDK): they run on both Pythons.
-SERVICE_TESTS := tests/services tests/binder tests/fakes tests/integration
+SERVICE_TESTS := tests/services tests/binder tests/agent tests/fakes tests/integration
 
 .PHONY: help setup lint test synth bootstrap deploy dev bench clean distclean
 
@@ -89,16 +89,14 @@ bootstrap: setup
 deploy: setup
 	$(CDK) deploy --all --require-approval broadening
 
-dev:
-	@echo "make dev: not built yet. The local stack (moto server, a local OAuth provider, binder,"
-	@echo "agent and a dev edge on 127.0.0.1) is the subject of issue 5." >&2
-	@exit 1
+dev: setup
+	@$(PY) -m devstack
 
 bench: setup
 	@$(PY) bench/run.py
 
 clean:
-	rm -rf cdk.out cdk.out.log .pytest_cache .mypy_cache .ruff_cache bench/results
+	rm -rf cdk.out cdk.out.log .pytest_cache .mypy_cache .ruff_cache bench/results test-artifacts .devstack
 	find . -name __pycache__ -type d -not -path './.venv*' -not -path './node_modules/*' -prune -exec rm -rf {} +
 
 distclean: clean

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -24,7 +25,10 @@ def free_port() -> int:
 
 
 def port_in_use(port: int) -> bool:
+    """True if something listens there. SO_REUSEADDR as servers set it, so connections of a
+    stack that just stopped (TIME_WAIT) do not count as a port in use."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((LOOPBACK, port))
         except OSError:
@@ -59,6 +63,15 @@ class Child:
         self._log.close()
 
 
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if the supervisor dies, even by SIGKILL (no orphans)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def start(
     name: str,
     argv: Sequence[str],
@@ -66,8 +79,13 @@ def start(
     env: Mapping[str, str],
     log_dir: Path,
     cwd: Path | None = None,
+    die_with_parent: bool = False,
 ) -> Child:
-    """Start `argv` in its own process group (so stopping it stops its children too)."""
+    """Start `argv` in its own process group (so stopping it stops its children too).
+
+    `die_with_parent` is for single-threaded supervisors (make dev): it uses preexec_fn,
+    which must not run while other threads of the parent hold locks.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     log = log_path.open("ab")
@@ -79,6 +97,7 @@ def start(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=_die_with_parent if die_with_parent else None,
     )
     return Child(name=name, process=process, log_path=log_path, _log=log)
 

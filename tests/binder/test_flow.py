@@ -333,3 +333,23 @@ def test_audit_lines_for_the_flow(binder: Harness, caplog: pytest.LogCaptureFixt
         fields = getattr(record, "fields", {})
         assert fields.get("user_hash") == _user_hash(binder, alice)
         assert fields.get("request_id")
+
+
+def test_disconnect_form_from_a_no_referrer_page_is_accepted(binder: Harness) -> None:
+    """Browsers post `Origin: null` from no-referrer pages; Sec-Fetch-Site decides then."""
+    alice = binder.cognito.token("alice")
+    binder.connect(alice)
+    headers = {"x-amzn-oidc-accesstoken": alice, "origin": "null"}
+    cross = binder.client.post(
+        f"{PUBLIC}/oauth2/connections/fake/disconnect",
+        headers={**headers, "sec-fetch-site": "cross-site"},
+        follow_redirects=False,
+    )
+    assert cross.status_code == 403
+    same = binder.client.post(
+        f"{PUBLIC}/oauth2/connections/fake/disconnect",
+        headers={**headers, "sec-fetch-site": "same-origin"},
+        follow_redirects=False,
+    )
+    assert same.status_code == 303
+    assert binder.stored_secret_names() == []

@@ -428,8 +428,12 @@ def public_routes(services: Services) -> list[Route]:
 
 
 def _same_origin(request: Request, base: str) -> bool:
-    """CSRF defence without a secret: browsers send Origin (and Sec-Fetch-Site) on POST."""
+    """CSRF defence without a secret: browsers send Origin and Sec-Fetch-Site on POST.
+
+    The binder's pages use `Referrer-Policy: no-referrer` (callback URLs hold codes), which
+    makes browsers post `Origin: null`; `Sec-Fetch-Site: same-origin`, which page script
+    cannot set, then decides."""
     origin = request.headers.get("origin")
-    if origin is not None:
-        return origin == base
-    return request.headers.get("sec-fetch-site") == "same-origin"
+    if origin == base:
+        return True
+    return request.headers.get("sec-fetch-site") == "same-origin" and origin in (None, "null")

@@ -1,0 +1,268 @@
+"""`make dev`: the whole system on 127.0.0.1, no AWS account.
+
+Starts and supervises moto server (Cognito, Secrets Manager, KMS, DynamoDB), a local OIDC
+provider (oidc-provider-mock, a real provider server by another author), the binder, the agent
+and the dev edge that plays the ALB. Prints one banner. Ctrl-C stops everything; a child that
+dies is named and the rest are stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from devstack import aws, procs
+
+ROOT = Path(__file__).resolve().parent.parent
+USERS = {"alice": "Alice-local-Passw0rd!", "bob": "Bob-local-Passw0rd!"}
+PROVIDER = "demo"  # the local provider's name in the binder and the agent
+PROVIDER_CLIENT_ID = "secure-agents-local"
+
+
+class Stop(Exception):
+    pass
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise Stop
+
+
+def _ports(args: argparse.Namespace) -> dict[str, int]:
+    wanted = {
+        "edge": args.port,
+        "moto": args.moto_port,
+        "provider": args.provider_port,
+        "binder (public)": args.binder_port,
+        "binder (internal)": args.binder_internal_port,
+        "agent": args.agent_port,
+    }
+    chosen: dict[str, int] = {}
+    for name, port in wanted.items():
+        if port:
+            if procs.port_in_use(port):
+                raise SystemExit(
+                    f"make dev: port {port} ({name}) is already in use on 127.0.0.1. Stop what "
+                    "uses it, or choose another port (see python -m devstack --help)."
+                )
+            chosen[name] = port
+    for name in wanted:
+        if name not in chosen:
+            port = procs.free_port()
+            while port in chosen.values():
+                port = procs.free_port()
+            chosen[name] = port
+    return chosen
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),  # noqa: S108 - only a fallback for HOME
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    ports = _ports(args)
+    logs = Path(args.logs).resolve()
+    logs.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    base = f"http://{procs.LOOPBACK}"
+    edge_url = f"{base}:{ports['edge']}"
+    children: list[procs.Child] = []
+
+    def start(name: str, argv: list[str], env: dict[str, str], health: str) -> procs.Child:
+        child = procs.start(name, argv, env=env, log_dir=logs, cwd=ROOT, die_with_parent=True)
+        children.append(child)
+        procs.wait_http(child, health, timeout=60)
+        return child
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        moto = f"{base}:{ports['moto']}"
+        start(
+            "moto",
+            [py, "-m", "moto.server", "-H", procs.LOOPBACK, "-p", str(ports["moto"])],
+            _env(),
+            f"{moto}/moto-api/",
+        )
+        provider = f"{base}:{ports['provider']}"
+        users = [
+            json.dumps(
+                {
+                    "sub": f"{u}@{PROVIDER}.example",
+                    "name": u.capitalize(),
+                    "email": f"{u}@{PROVIDER}.example",
+                    "preferred_username": u,
+                }
+            )
+            for u in USERS
+        ]
+        start(
+            "provider",
+            [
+                py,
+                "-m",
+                "oidc_provider_mock",
+                "--host",
+                procs.LOOPBACK,
+                "--port",
+                str(ports["provider"]),
+                *[a for claims in users for a in ("--user-claims", claims)],
+            ],
+            _env(),
+            f"{provider}/.well-known/openid-configuration",
+        )
+        local = aws.bootstrap(
+            moto,
+            users=USERS,
+            providers={PROVIDER: (PROVIDER_CLIENT_ID, secrets.token_urlsafe(24))},
+        )
+        common = {
+            "BIND_HOST": procs.LOOPBACK,
+            "ALLOW_INSECURE_LOOPBACK": "true",
+            "COGNITO_ISSUER": local.issuer,
+            "COGNITO_CLIENT_IDS": local.client_id,
+            "COGNITO_JWKS_URL": local.jwks_url,
+            "LOG_LEVEL": "INFO",
+        }
+        binder_internal = f"{base}:{ports['binder (internal)']}"
+        start(
+            "binder",
+            [py, "-m", "binder"],
+            _env(
+                **common,
+                PYTHONPATH=os.pathsep.join(
+                    str(ROOT / "services" / d) for d in ("common", "binder")
+                ),
+                PUBLIC_PORT=str(ports["binder (public)"]),
+                INTERNAL_PORT=str(ports["binder (internal)"]),
+                PUBLIC_BASE_URL=edge_url,
+                ALLOWED_RETURN_ORIGINS=edge_url,
+                VAULT_PREFIX="agent-token-vault",
+                VAULT_KMS_KEY_ARN=local.key_arn,
+                SESSION_TABLE_NAME=local.table,
+                PROVIDERS=json.dumps(
+                    [
+                        {
+                            "name": PROVIDER,
+                            "kind": "oidc",
+                            "client_id": PROVIDER_CLIENT_ID,
+                            "issuer": provider,
+                            "secret_arn": local.provider_secrets[PROVIDER],
+                        }
+                    ]
+                ),
+                AWS_REGION=aws.REGION,
+                AWS_ENDPOINT_URL=moto,
+                AWS_ACCESS_KEY_ID="local",
+                AWS_SECRET_ACCESS_KEY="local",  # noqa: S106 - moto's placeholder
+            ),
+            f"{binder_internal}/healthz",
+        )
+        agent = f"{base}:{ports['agent']}"
+        start(
+            "agent",
+            [py, "-m", "agent"],
+            _env(
+                **common,
+                PYTHONPATH=os.pathsep.join(str(ROOT / "services" / d) for d in ("common", "agent")),
+                PORT=str(ports["agent"]),
+                BINDER_INTERNAL_URL=binder_internal,
+                AGENT_MODEL="offline",
+                AGENT_PROVIDERS=PROVIDER,
+                OIDC_USERINFO=json.dumps({PROVIDER: f"{provider}/userinfo"}),
+            ),
+            f"{agent}/healthz",
+        )
+        start(
+            "edge",
+            [
+                py,
+                "-m",
+                "devstack.edge",
+                "--port",
+                str(ports["edge"]),
+                "--binder-public",
+                f"{base}:{ports['binder (public)']}",
+                "--agent",
+                agent,
+                "--cognito-endpoint",
+                moto,
+                "--client-id",
+                local.client_id,
+            ],
+            _env(PYTHONPATH=str(ROOT)),
+            f"{edge_url}/_edge/healthz",
+        )
+        print(_banner(edge_url, logs), flush=True)
+        while True:
+            for child in children:
+                if not child.alive():
+                    code = child.process.returncode
+                    print(
+                        f"\nmake dev: {child.name} exited (code {code}); stopping the rest.\n"
+                        f"Last lines of {child.log_path}:\n{child.log_tail(15)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return 1
+            time.sleep(0.3)
+    except Stop:
+        print("\nmake dev: stopping...", flush=True)
+        return 0
+    except RuntimeError as exc:  # a child did not come up
+        print(f"make dev: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for child in reversed(children):
+            child.stop()
+        print("make dev: stopped.", flush=True)
+
+
+def _banner(url: str, logs: Path) -> str:
+    width = 64
+    lines = [
+        "=" * width,
+        f"  Secure agents, local stack: open {url}",
+        "",
+        "  Users (local Cognito in moto):",
+        *[f"    {name:<6} {password}" for name, password in USERS.items()],
+        "",
+        f'  Try: "who am I on {PROVIDER}?" (offline planner, not a language model)',
+        f"  Logs: {logs}",
+        "  Stop: Ctrl-C",
+        "=" * width,
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("DEV_PORT", "8000")),
+        help="the URL's port (the dev edge); default 8000 or $DEV_PORT",
+    )
+    for name in ("moto", "provider", "binder", "binder-internal", "agent"):
+        parser.add_argument(
+            f"--{name}-port", type=int, default=0, help=f"{name} port (default: any free port)"
+        )
+    parser.add_argument("--logs", default=str(ROOT / ".devstack" / "logs"))
+    sys.exit(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""The local demo in a real browser (Playwright driving Debian's chromium, headless).
+
+The stack is started exactly as `make dev` starts it (`python -m devstack`). Screenshots of each
+step go to test-artifacts/browser/ (not committed); the chat screenshot the README shows is
+docs/screenshot-chat.png, refreshed by `UPDATE_SCREENSHOT=1 make test`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from devstack import aws, procs
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LOOPBACK_ONLY = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+@dataclass
+class Stack:
+    url: str
+    moto: str
+    process: subprocess.Popen[str]
+
+
+def _wait(url: str, process: subprocess.Popen[str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"make dev exited early: {process.stdout.read() if process.stdout else ''}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback
+                return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail("the local stack did not come up")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: .ci/run installs Debian's chromium")
+    port, moto_port = procs.free_port(), procs.free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devstack",
+            "--port",
+            str(port),
+            "--moto-port",
+            str(moto_port),
+            "--logs",
+            str(tmp_path_factory.mktemp("devstack-logs")),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(f"{url}/_edge/healthz", process)
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert len(children) >= 5
+        yield Stack(url=url, moto=f"http://127.0.0.1:{moto_port}", process=process)
+    finally:
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        process.wait(timeout=60)
+    assert process.returncode == 0
+    time.sleep(0.5)
+    assert [c.pid for c in children if c.is_running() and c.status() != "zombie"] == []
+
+
+@pytest.fixture(scope="module")
+def browser(stack: Stack) -> Iterator[object]:
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                LOOPBACK_ONLY,
+            ],
+        )
+        yield chromium
+        chromium.close()
+
+
+def _context(browser: object) -> object:
+    context = browser.new_context(viewport={"width": 1100, "height": 820})  # type: ignore[attr-defined]
+
+    def loopback_only(route: object) -> None:
+        host = route.request.url.split("/")[2].split(":")[0]  # type: ignore[attr-defined]
+        if host in ("127.0.0.1", "localhost"):
+            route.continue_()  # type: ignore[attr-defined]
+        else:
+            route.abort()  # type: ignore[attr-defined]
+
+    context.route("**/*", loopback_only)
+    return context
+
+
+def _login(page: object, url: str, user: str, password: str) -> None:
+    page.goto(url)  # type: ignore[attr-defined]
+    page.fill("input[name=username]", user)  # type: ignore[attr-defined]
+    page.fill("input[name=password]", password)  # type: ignore[attr-defined]
+    page.click("button[type=submit]")  # type: ignore[attr-defined]
+    page.wait_for_selector("#message")  # type: ignore[attr-defined]
+
+
+def _shot(page: object, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def _vault_secrets(stack: Stack) -> list[str]:
+    client = aws.client("secretsmanager", stack.moto)
+    return [
+        s["Name"]
+        for s in client.list_secrets()["SecretList"]
+        if s["Name"].startswith("agent-token-vault/")
+    ]
+
+
+def test_local_demo_end_to_end(stack: Stack, browser: object) -> None:
+    from devstack.__main__ import USERS
+
+    context = _context(browser)
+    page = context.new_page()  # type: ignore[attr-defined]
+    _login(page, stack.url, "alice", USERS["alice"])
+    _shot(page, "01-signed-in")
+
+    page.fill("#message", "who am I on demo?")
+    page.click("#send")
+    connect = page.wait_for_selector("[data-testid=connect-demo]")
+    _shot(page, "02-connect-button")
+
+    with page.expect_popup() as popup_info:
+        connect.click()
+    consent = popup_info.value
+    consent.wait_for_selector("button[value='alice@demo.example']")
+    _shot(consent, "03-provider-consent")
+    consent.click("button[value='alice@demo.example']")
+    consent.wait_for_selector("text=demo is connected")
+    _shot(consent, "04-connected")
+    consent.close()
+
+    page.click("[data-testid=retry]")
+    answer = page.wait_for_selector(".msg.assistant >> text=/You are .* on demo/")
+    _shot(page, "05-answer")
+    assert "alice" in answer.inner_text().lower()
+    if os.environ.get("UPDATE_SCREENSHOT") == "1":  # refresh the README's picture on demand
+        page.screenshot(path=str(ROOT / "docs" / "screenshot-chat.png"))
+    assert len(_vault_secrets(stack)) == 1
+
+    page.goto(f"{stack.url}/oauth2/connections")
+    page.wait_for_selector("text=Connected accounts")
+    _shot(page, "06-connections")
+    page.click("button:has-text('Disconnect')")
+    page.wait_for_selector("text=demo was disconnected.")
+    _shot(page, "07-disconnected")
+    assert _vault_secrets(stack) == []
+    context.close()  # type: ignore[attr-defined]
+
+
+def test_consent_link_opened_by_another_user_is_refused(stack: Stack, browser: object) -> None:
+    from devstack.__main__ import USERS
+
+    alice_context = _context(browser)
+    alice = alice_context.new_page()  # type: ignore[attr-defined]
+    _login(alice, stack.url, "alice", USERS["alice"])
+    alice.fill("#message", "who am I on demo?")
+    alice.click("#send")
+    alice.wait_for_selector("[data-testid=connect-demo]")
+    response = alice.request.post(  # what the page itself sent: the same API, same session
+        f"{stack.url}/app/chat", data={"message": "who am I on demo?", "history": []}
+    )
+    authorization_url = response.json()["authorization_required"][0]["authorization_url"]
+
+    bob_context = _context(browser)
+    bob = bob_context.new_page()  # type: ignore[attr-defined]
+    _login(bob, stack.url, "bob", USERS["bob"])
+    bob.goto(authorization_url)
+    bob.wait_for_selector("text=This link belongs to someone else")
+    _shot(bob, "08-forwarded-link-refused")
+    assert _vault_secrets(stack) == []
+    # The link is dead for alice too.
+    alice.goto(authorization_url)
+    alice.wait_for_selector("text=This link was already used")
+    assert _vault_secrets(stack) == []
+    alice_context.close()  # type: ignore[attr-defined]
+    bob_context.close()  # type: ignore[attr-defined]
