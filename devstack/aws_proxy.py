@@ -2,7 +2,10 @@
 
 It forwards every request unchanged and counts AWS API calls by `X-Amz-Target` (for example
 `secretsmanager.GetSecretValue`). `GET /_proxy/counts` returns the counts and
-`POST /_proxy/reset` clears them. Loopback only.
+`POST /_proxy/reset` clears them and the faults. `POST /_proxy/faults` with
+`{"target": "secretsmanager.GetSecretValue", "status": 500, "code": "InternalServiceError",
+"count": 2}` answers the next `count` matching calls (-1: all, until reset) with that AWS error
+instead of forwarding them. Loopback only.
 
 Run: python -m devstack.aws_proxy --port P --upstream http://127.0.0.1:M
 """
@@ -36,6 +39,7 @@ _HOP_BY_HOP = {
 
 def create_proxy(upstream: str) -> Starlette:
     counts: Counter[str] = Counter()
+    faults: list[dict[str, object]] = []
     lock = threading.Lock()
     client = httpx2.AsyncClient(base_url=upstream, timeout=30)
 
@@ -43,6 +47,17 @@ def create_proxy(upstream: str) -> Starlette:
         target = request.headers.get("x-amz-target") or f"{request.method} {request.url.path}"
         with lock:
             counts[target] += 1
+            fault = next((f for f in faults if f["target"] == target and f["count"] != 0), None)
+            if fault is not None and isinstance(fault["count"], int) and fault["count"] > 0:
+                fault["count"] -= 1
+        if fault is not None:
+            code = str(fault["code"])
+            return JSONResponse(
+                {"__type": code, "message": "injected by the test proxy"},
+                status_code=int(str(fault["status"])),
+                headers={"x-amzn-ErrorType": code},
+                media_type="application/x-amz-json-1.1",
+            )
         upstream_response = await client.request(
             request.method,
             request.url.path,
@@ -65,7 +80,20 @@ def create_proxy(upstream: str) -> Starlette:
     async def reset(request: Request) -> JSONResponse:
         with lock:
             counts.clear()
+            faults.clear()
         return JSONResponse({})
+
+    async def add_fault(request: Request) -> JSONResponse:
+        spec = await request.json()
+        fault = {
+            "target": str(spec["target"]),
+            "status": int(spec.get("status", 500)),
+            "code": str(spec.get("code", "InternalServiceError")),
+            "count": int(spec.get("count", -1)),
+        }
+        with lock:
+            faults.append(fault)
+        return JSONResponse(fault)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -77,6 +105,7 @@ def create_proxy(upstream: str) -> Starlette:
         routes=[
             Route("/_proxy/counts", get_counts, methods=["GET"]),
             Route("/_proxy/reset", reset, methods=["POST"]),
+            Route("/_proxy/faults", add_fault, methods=["POST"]),
             Route("/{path:path}", proxy, methods=methods),
         ],
         lifespan=lifespan,

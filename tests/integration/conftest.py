@@ -115,13 +115,14 @@ def start_binder(
         *,
         name: str = "binder",
         public_port: int | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> RunningBinder:
         public = public_port or procs.free_port()
         internal = procs.free_port()
         child = procs.start(
             name,
             [sys.executable, "-m", "binder"],
-            env=binder_env(local, providers, public, internal),
+            env={**binder_env(local, providers, public, internal), **(extra_env or {})},
             log_dir=log_dir,
             cwd=ROOT,
         )

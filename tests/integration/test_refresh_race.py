@@ -106,3 +106,40 @@ def test_concurrent_requests_across_two_binders_refresh_once(
     me = httpx2.get(f"{provider}/userinfo", headers={"authorization": f"Bearer {tokens[0]}"})
     assert me.status_code == 200
     assert me.json()["sub"] == "alice@fake"
+
+
+def test_provider_timing_out_during_the_exchange_stores_nothing(
+    local_aws: aws.LocalAws,
+    fake_provider_process: str,
+    start_binder: Callable[..., RunningBinder],
+) -> None:
+    provider = fake_provider_process
+    entry = {
+        "name": "fake",
+        "kind": "oidc",
+        "client_id": "binder-client",
+        "issuer": provider,
+        "secret_arn": local_aws.provider_secrets["fake"],
+    }
+    binder = start_binder(local_aws, [entry], extra_env={"HTTP_TIMEOUT_SECONDS": "1"})
+    alice = aws.sign_in(local_aws, "alice", PASSWORDS["alice"])
+    control = httpx2.Client(base_url=provider, timeout=10)
+    with httpx2.Client(timeout=30, follow_redirects=False) as browser:
+        link = httpx2.post(
+            f"{binder.internal}/internal/tokens",
+            json={"provider": "fake", "scopes": ["read"]},
+            headers={"authorization": f"Bearer {alice}"},
+        ).json()["authorization_url"]
+        to_provider = browser.get(link, headers={"x-amzn-oidc-accesstoken": alice})
+        consented = browser.get(
+            to_provider.headers["location"] + "&" + urlencode({"login_hint": "alice@fake"})
+        )
+        control.post("/_control/faults", json={"token_delay_seconds": 3})
+        done = browser.get(
+            consented.headers["location"], headers={"x-amzn-oidc-accesstoken": alice}
+        )
+    assert done.status_code == 502
+    assert "Nothing was stored" in done.text
+    secrets = aws.client("secretsmanager", local_aws.endpoint)
+    names = [s["Name"] for s in secrets.list_secrets()["SecretList"]]
+    assert not [n for n in names if n.startswith("agent-token-vault/")]
