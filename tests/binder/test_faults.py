@@ -99,3 +99,15 @@ def test_provider_timeout_during_exchange_is_a_502_page(binder: Harness) -> None
     assert response.status_code == 502
     assert "Nothing was stored" in response.text
     assert binder.stored_secret_names() == []
+
+
+def test_provider_without_expires_in_stores_a_token_without_expiry(binder: Harness) -> None:
+    """RFC 6749 makes expires_in optional: a generic provider's token is then stored without an
+    expiry (never refreshed ahead of time); built-ins with known lifetimes set their own."""
+    binder.provider.faults.omit_expires_in = True
+    alice = binder.cognito.token("alice")
+    assert binder.connect(alice).status_code == 200
+    issued = binder.request_token(alice).json()
+    assert issued["expires_at"] is None
+    assert binder.request_token(alice).status_code == 200
+    assert binder.provider.counters.refreshes == 0
