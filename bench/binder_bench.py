@@ -81,7 +81,15 @@ def run(seconds: float = 4.0, connections: int = 32, rounds: int = 3) -> dict[st
             moto_port, proxy_port = procs.free_port(), procs.free_port()
             moto = procs.start(
                 "moto",
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "devstack.moto_server",
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    str(moto_port),
+                ],
                 env=env,
                 log_dir=logs,
             )

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         moto = f"{base}:{ports['moto']}"
         start(
             "moto",
-            [py, "-m", "moto.server", "-H", procs.LOOPBACK, "-p", str(ports["moto"])],
+            [py, "-m", "devstack.moto_server", "-H", procs.LOOPBACK, "-p", str(ports["moto"])],
             _env(),
             f"{moto}/moto-api/",
         )

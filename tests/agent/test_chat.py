@@ -165,6 +165,7 @@ async def test_tool_gets_a_fresh_token_per_call_and_the_model_never_sees_it() ->
     result = await turn(service(model, state, tool), "who am I on github")
     assert [t for _, t in tool.calls] == [TOKEN, TOKEN]
     assert len(state["requests"]) == 2  # one binder call per tool call
+    assert state["requests"][0].headers["x-request-id"] == "r1"  # audit lines join up
     assert json.loads(state["requests"][0].content) == {
         "provider": "github",
         "scopes": ["read:user"],

@@ -32,9 +32,10 @@ def moto_endpoint(log_dir: Path) -> Iterator[str]:
     port = procs.free_port()
     child = procs.start(
         "moto",
-        [sys.executable, "-m", "moto.server", "-H", procs.LOOPBACK, "-p", str(port)],
+        [sys.executable, "-m", "devstack.moto_server", "-H", procs.LOOPBACK, "-p", str(port)],
         env={**os.environ},
         log_dir=log_dir,
+        cwd=ROOT,
     )
     endpoint = f"http://{procs.LOOPBACK}:{port}"
     try:

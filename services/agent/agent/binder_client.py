@@ -70,11 +70,14 @@ class BinderClient:
         provider: str,
         scopes: Sequence[str],
         return_url: str | None = None,
+        request_id: str | None = None,
     ) -> ProviderToken | ConsentNeeded:
         body: dict[str, Any] = {"provider": provider, "scopes": list(scopes)}
         if return_url:
             body["return_url"] = return_url
         headers = {"authorization": f"Bearer {user_token}"}
+        if request_id:
+            headers["x-request-id"] = request_id  # joins the two services' audit lines
         response = None
         # One retry, and only when the request never reached the binder (connect failure):
         # the call is a read with at most a new consent session as a side effect.

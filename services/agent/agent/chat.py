@@ -227,7 +227,9 @@ class ChatService:
                 spec.name, spec.provider, exc, result, user, spec.scopes, request_id
             )
         try:
-            grant = await self._binder.token(user_token, provider=spec.provider, scopes=spec.scopes)
+            grant = await self._binder.token(
+                user_token, provider=spec.provider, scopes=spec.scopes, request_id=request_id
+            )
         except BinderUnavailable:
             return self._failed(
                 spec.name,

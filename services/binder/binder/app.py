@@ -41,6 +41,8 @@ AWS_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 4},
     connect_timeout=3,
     read_timeout=5,
+    # As many pooled connections as worker threads can make calls at once (anyio's default 40).
+    max_pool_connections=48,
     user_agent_extra="secure-agents-binder",
 )
 

@@ -283,8 +283,17 @@ class SessionStore:
             result: dict[str, Any] = await anyio.to_thread.run_sync(lambda: method(**kwargs))
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
-            if code in ("ConditionalCheckFailedException", "TransactionCanceledException"):
+            if code == "ConditionalCheckFailedException":
                 raise _Refused from None
+            if code == "TransactionCanceledException":
+                # Refused only when a condition failed; a conflict with another transaction
+                # or throttling is an outage to retry, not a used session.
+                reasons = exc.response.get("CancellationReasons") or []
+                if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
+                    raise _Refused from None
+                if not reasons:
+                    raise _Refused from None
+                raise SessionStoreUnavailable("TransactionConflict") from None
             raise SessionStoreUnavailable(code) from None
         except BotoCoreError as exc:
             raise SessionStoreUnavailable(type(exc).__name__) from None

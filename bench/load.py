@@ -1,0 +1,762 @@
+"""Load and concurrency run (issue 6): N users, two binder processes, one moto server, and the
+fault-injecting fake OAuth provider with rotating refresh tokens, all on 127.0.0.1, bounded in
+count (users x requests) and in time (`time_limit_s`: past it the run stops and reports). moto
+runs with its requests serialized (devstack/moto_server.py explains why).
+
+Phases:
+
+0. consent: every user runs the whole consent flow over HTTP, as the agent and the browser
+   would: token request -> `consent_required` -> the binder's `/oauth2/authorize/{id}` -> the
+   provider's `/authorize` (with `login_hint=<user>@fake`) -> the binder's callback -> stored.
+   Token requests go to binder `i % 2` and authorization links are opened on binder
+   `(i // 2) % 2`, so half of the flows start on one process and finish on the other (state lives
+   in DynamoDB, as on ECS behind the ALB). The flow runs in two waves so that every first token is
+   issued within a short window: wave A takes every user up to the redirect to the provider,
+   wave B gives consent and completes the callbacks. First tokens live `expires_in` seconds.
+1. `requests_per_user` parallel token requests per user, spread over both binders, while every
+   first token still has more than REFRESH_SKEW_SECONDS left (no refresh is due).
+2. The run waits until every first token is within the skew, then repeats phase 1: each user's
+   token crosses expiry exactly once, while up to `requests_per_user` requests of that user race
+   on the two binders. Tokens issued from then on live an hour (no second crossing).
+
+Invariants, checked afterwards (all must hold for "pass"): every flow completes; every token
+request of phases 1 and 2 answers 200; no 5xx and no transport error anywhere; the provider saw
+exactly one refresh per user (`refreshes_by_subject`) and no replayed refresh token; every
+access token returned maps, through the provider's `/userinfo`, to the user who asked for it;
+the vault holds exactly one secret per user, parsing as the binder's `TokenRecord` JSON, active,
+holding the newest access token that user received and a refresh token the provider still
+accepts (probed last, after the counters are read), and no other secret.
+
+Run: python bench/load.py --users 200 (prints the JSON report; exit status 1 if it fails).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx2
+
+ROOT = Path(__file__).resolve().parent.parent
+for _path in (ROOT, ROOT / "services" / "binder"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from binder.vault import ACTIVE, TokenRecord  # noqa: E402
+from devstack import aws, procs  # noqa: E402
+
+PROVIDER = "fake"
+PROVIDER_CLIENT = ("binder-client", "fake-secret")
+SCOPES = ["read"]
+VAULT_PREFIX = "agent-token-vault"
+REFRESH_SKEW_SECONDS = 5
+TOKEN_CACHE_SECONDS = 2
+MIN_EXPIRES_IN = 20  # first tokens: at least this, more if the consent waves are slow
+AFTER_EXPIRES_IN = 3600  # tokens issued once the consent waves are done
+EXPIRY_MARGIN_SECONDS = 0.5  # phase 2 starts this long after the last first token is due
+RECORD_FIELDS = {
+    "provider",
+    "access_token",
+    "token_type",
+    "refresh_token",
+    "expires_at",
+    "scopes",
+    "obtained_at",
+    "status",
+}
+
+
+@dataclass
+class Binder:
+    child: procs.Child
+    public: str
+    internal: str
+
+
+@dataclass
+class User:
+    index: int
+    name: str
+    cognito_token: str
+    user_hash: str
+    subject: str  # the provider's subject: the login hint given at consent
+    to_provider: str | None = None
+    connected: bool = False
+    # phase -> (access token, expires_at) of every 200 answer
+    issued: dict[int, list[tuple[str, int | None]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+
+@dataclass
+class Tally:
+    """Everything measured so far; a run that hits its time limit reports what is here."""
+
+    statuses: defaultdict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+    failures: Counter[str] = field(default_factory=Counter)
+    latencies_ms: defaultdict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    seconds: dict[str, float] = field(default_factory=dict)
+    five_xx: int = 0
+    transport_errors: int = 0
+    expires_in: int = MIN_EXPIRES_IN
+    phase1_margin_s: float | None = None
+    counters_after_phase1: dict[str, Any] = field(default_factory=dict)
+    counters_after_phase2: dict[str, Any] = field(default_factory=dict)
+    token_subjects: dict[str, str | None] = field(default_factory=dict)
+    vault: dict[str, Any] = field(default_factory=dict)
+    stage: str = "setup"
+
+
+def _percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))], 2)
+
+
+def _claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def _user_hash(cognito_token: str) -> str:
+    claims = _claims(cognito_token)
+    return hashlib.sha256(f"{claims['iss']}|{claims['sub']}".encode()).hexdigest()
+
+
+def _binder_env(
+    local: aws.LocalAws, providers: list[dict[str, object]], public: int, internal: int
+) -> dict[str, str]:
+    """tests/integration/conftest.py `binder_env`, with a short refresh skew and cache."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": os.pathsep.join(str(ROOT / "services" / d) for d in ("common", "binder")),
+        "BIND_HOST": procs.LOOPBACK,
+        "PUBLIC_PORT": str(public),
+        "INTERNAL_PORT": str(internal),
+        "PUBLIC_BASE_URL": f"http://{procs.LOOPBACK}:{public}",
+        "ALLOW_INSECURE_LOOPBACK": "true",
+        "COGNITO_ISSUER": local.issuer,
+        "COGNITO_CLIENT_IDS": local.client_id,
+        "COGNITO_JWKS_URL": local.jwks_url,
+        "VAULT_PREFIX": VAULT_PREFIX,
+        "VAULT_KMS_KEY_ARN": local.key_arn,
+        "SESSION_TABLE_NAME": local.table,
+        "PROVIDERS": json.dumps(providers),
+        "AWS_REGION": aws.REGION,
+        "AWS_ENDPOINT_URL": local.endpoint,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "LOG_LEVEL": "INFO",
+        "REFRESH_SKEW_SECONDS": str(REFRESH_SKEW_SECONDS),
+        "TOKEN_CACHE_SECONDS": str(TOKEN_CACHE_SECONDS),
+    }
+
+
+def _create_users(local: aws.LocalAws, count: int) -> list[User]:
+    """Cognito users in moto, each signed in (a few threads: moto answers them in parallel)."""
+    cognito = aws.client("cognito-idp", local.endpoint)
+
+    def make(index: int) -> User:
+        name = f"load-user-{index:04d}"
+        password = f"Load-{index:04d}-Passw0rd!"
+        cognito.admin_create_user(
+            UserPoolId=local.user_pool_id,
+            Username=name,
+            MessageAction="SUPPRESS",
+            UserAttributes=[{"Name": "email", "Value": f"{name}@example.com"}],
+        )
+        cognito.admin_set_user_password(
+            UserPoolId=local.user_pool_id, Username=name, Password=password, Permanent=True
+        )
+        token = aws.sign_in(local, name, password)
+        return User(
+            index=index,
+            name=name,
+            cognito_token=token,
+            user_hash=_user_hash(token),
+            subject=f"{name}@fake",
+        )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(make, range(count)))
+
+
+class Driver:
+    """The HTTP side of the run: one asyncio httpx2 client, at most `concurrency` requests in
+    flight."""
+
+    def __init__(
+        self,
+        *,
+        users: list[User],
+        binders: list[Binder],
+        provider: str,
+        tally: Tally,
+        requests_per_user: int,
+        concurrency: int,
+    ) -> None:
+        self.users = users
+        self.binders = binders
+        self.provider = provider
+        self.tally = tally
+        self.requests_per_user = requests_per_user
+        self.limit = asyncio.Semaphore(concurrency)
+        self.http = httpx2.AsyncClient(
+            timeout=30,
+            follow_redirects=False,
+            limits=httpx2.Limits(
+                max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2
+            ),
+        )
+
+    async def call(
+        self,
+        step: str,
+        method: str,
+        url: str,
+        *,
+        latencies: list[float] | None = None,
+        **kwargs: Any,
+    ) -> httpx2.Response | None:
+        async with self.limit:
+            start = time.perf_counter()
+            try:
+                response = await self.http.request(method, url, **kwargs)
+            except httpx2.HTTPError as exc:
+                self.tally.transport_errors += 1
+                self.tally.failures[f"{step}:{type(exc).__name__}"] += 1
+                return None
+            elapsed_ms = (time.perf_counter() - start) * 1000
+        if latencies is not None:
+            latencies.append(elapsed_ms)
+        self.tally.statuses[step][response.status_code] += 1
+        if response.status_code >= 500:
+            self.tally.five_xx += 1
+        return response
+
+    def fail(self, step: str, why: str) -> None:
+        self.tally.failures[f"{step}:{why}"] += 1
+
+    async def control(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        if body is None:
+            response = await self.http.get(f"{self.provider}/_control/{path}")
+        else:
+            response = await self.http.post(f"{self.provider}/_control/{path}", json=body)
+        response.raise_for_status()
+        return dict(response.json())
+
+    async def token_request(
+        self, step: str, user: User, binder: Binder, latencies: list[float] | None = None
+    ) -> httpx2.Response | None:
+        return await self.call(
+            step,
+            "POST",
+            f"{binder.internal}/internal/tokens",
+            json={"provider": PROVIDER, "scopes": SCOPES},
+            headers={"authorization": f"Bearer {user.cognito_token}"},
+            latencies=latencies,
+        )
+
+    # -- phase 0: consent ------------------------------------------------------------------
+
+    async def wave_a(self, user: User) -> None:
+        """Token request (consent_required), then the authorization link, on the other binder
+        for half of the users: up to the redirect to the provider."""
+        asked = self.binders[user.index % 2]
+        opened = self.binders[(user.index // 2) % 2]
+        response = await self.token_request("consent_token_request", user, asked)
+        if response is None:
+            return
+        if response.status_code != 403:
+            return self.fail("consent_token_request", f"status_{response.status_code}")
+        body = response.json()
+        if body.get("error") != "consent_required" or body.get("reason") != "no_connection":
+            return self.fail("consent_token_request", "not_consent_required")
+        link = str(body["authorization_url"])
+        if not link.startswith(f"{asked.public}/oauth2/authorize/"):
+            return self.fail("consent_token_request", "foreign_authorization_url")
+        # The ALB may send the browser to any binder task: the session is in DynamoDB.
+        link = opened.public + urlsplit(link).path
+        browser = {"x-amzn-oidc-accesstoken": user.cognito_token}
+        response = await self.call("authorize", "GET", link, headers=browser)
+        if response is None:
+            return
+        location = response.headers.get("location", "")
+        if response.status_code != 302 or not location.startswith(f"{self.provider}/authorize?"):
+            return self.fail("authorize", f"status_{response.status_code}")
+        user.to_provider = location
+
+    async def wave_b(self, user: User) -> None:
+        """Consent at the provider as `<user>@fake`, then the binder's callback: stored."""
+        if user.to_provider is None:
+            return
+        opened = self.binders[(user.index // 2) % 2]
+        consent = user.to_provider + "&" + urlencode({"login_hint": user.subject})
+        response = await self.call("provider_authorize", "GET", consent)
+        if response is None:
+            return
+        callback = response.headers.get("location", "")
+        if response.status_code != 302 or not callback.startswith(
+            f"{opened.public}/oauth2/callback/{PROVIDER}?"
+        ):
+            return self.fail("provider_authorize", f"status_{response.status_code}")
+        browser = {"x-amzn-oidc-accesstoken": user.cognito_token}
+        response = await self.call("callback", "GET", callback, headers=browser)
+        if response is None:
+            return
+        if response.status_code != 200:
+            return self.fail("callback", f"status_{response.status_code}")
+        user.connected = True
+
+    # -- phases 1 and 2: token requests ----------------------------------------------------------
+
+    async def token_phase(self, phase: int) -> None:
+        """Every user's requests are queued together, alternating binders, so that a user's
+        requests are in flight on both processes at once."""
+        latencies = self.tally.latencies_ms[phase]
+        step = f"token_phase{phase}"
+
+        async def one(user: User, k: int) -> None:
+            binder = self.binders[(user.index + k) % 2]
+            response = await self.token_request(step, user, binder, latencies)
+            if response is None:
+                return
+            if response.status_code != 200:
+                return self.fail(step, f"status_{response.status_code}")
+            body = response.json()
+            expires_at = body.get("expires_at")
+            user.issued[phase].append(
+                (str(body["access_token"]), int(expires_at) if expires_at is not None else None)
+            )
+
+        await asyncio.gather(
+            *(one(user, k) for user in self.users for k in range(self.requests_per_user))
+        )
+
+    async def check_subjects(self, phase: int) -> None:
+        """Map every distinct access token of the phase to its subject at the provider."""
+
+        async def whose(token: str) -> None:
+            response = await self.call(
+                "userinfo",
+                "GET",
+                f"{self.provider}/userinfo",
+                headers={"authorization": f"Bearer {token}"},
+            )
+            if response is not None and response.status_code == 200:
+                self.tally.token_subjects[token] = str(response.json().get("sub"))
+            else:
+                self.tally.token_subjects[token] = None
+
+        tokens = {t for user in self.users for t, _ in user.issued[phase]}
+        await asyncio.gather(*(whose(t) for t in tokens - set(self.tally.token_subjects)))
+
+    async def refresh_token_live(self, refresh_token: str) -> bool:
+        """Whether the provider still accepts this refresh token (a real refresh grant)."""
+        response = await self.call(
+            "refresh_probe",
+            "POST",
+            f"{self.provider}/token",
+            data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+            auth=PROVIDER_CLIENT,
+        )
+        return response is not None and response.status_code == 200
+
+
+def _read_vault(local: aws.LocalAws) -> dict[str, str]:
+    """Every secret under the vault prefix: name -> value."""
+    secrets = aws.client("secretsmanager", local.endpoint)
+    names: list[str] = []
+    kwargs: dict[str, Any] = {"MaxResults": 100}
+    while True:
+        page = secrets.list_secrets(**kwargs)
+        names += [
+            str(s["Name"])
+            for s in page.get("SecretList", [])
+            if str(s["Name"]).startswith(f"{VAULT_PREFIX}/")
+        ]
+        if not page.get("NextToken"):
+            break
+        kwargs["NextToken"] = page["NextToken"]
+
+    def value(name: str) -> tuple[str, str]:
+        return name, str(secrets.get_secret_value(SecretId=name)["SecretString"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(pool.map(value, names))
+
+
+async def _check_vault(driver: Driver, local: aws.LocalAws) -> None:
+    """Exactly one entry per user: a TokenRecord, active, with the newest access token the user
+    received and a refresh token the provider still accepts; no other entry."""
+    values = await asyncio.to_thread(_read_vault, local)
+    problems: Counter[str] = Counter()
+    bad_users = 0
+    probes: list[tuple[User, str]] = []
+    expected = set()
+    for user in driver.users:
+        name = f"{VAULT_PREFIX}/{PROVIDER}/{user.user_hash}"
+        expected.add(name)
+        issued = [pair for phase in (1, 2) for pair in user.issued[phase]]
+        latest = max(issued, key=lambda pair: pair[1] or 0)[0] if issued else None
+        why = _record_problem(values.get(name), latest)
+        if why is None:
+            probes.append((user, _refresh_token(values[name])))
+        else:
+            problems[why] += 1
+            bad_users += 1
+    live = await asyncio.gather(*(driver.refresh_token_live(token) for _, token in probes))
+    dead = live.count(False)
+    problems["refresh_token_not_accepted"] += dead
+    extra = sorted(set(values) - expected)
+    problems["unexpected_entries"] += len(extra)
+    driver.tally.vault = {
+        "entries": len(values),
+        "lost_or_corrupted": bad_users + dead + len(extra),
+        "problems": {k: v for k, v in sorted(problems.items()) if v},
+    }
+
+
+def _refresh_token(value: str) -> str:
+    return str(TokenRecord.from_json(value).refresh_token)
+
+
+def _record_problem(value: str | None, latest: str | None) -> str | None:
+    if value is None:
+        return "missing"
+    try:
+        if set(json.loads(value)) != RECORD_FIELDS:
+            return "unexpected_fields"
+        record = TokenRecord.from_json(value)
+    except (ValueError, TypeError, KeyError):
+        return "unparseable"
+    if record.provider != PROVIDER:
+        return "wrong_provider"
+    if record.status != ACTIVE:
+        return f"status_{record.status}"
+    if latest is None or record.access_token != latest:
+        return "not_the_latest_access_token"
+    if not record.refresh_token:
+        return "no_refresh_token"
+    return None
+
+
+async def _drive(driver: Driver, local: aws.LocalAws) -> None:
+    tally = driver.tally
+
+    async def timed(stage: str, work: Awaitable[Any]) -> None:
+        tally.stage = stage
+        start = time.perf_counter()
+        await work
+        tally.seconds[stage] = round(time.perf_counter() - start, 2)
+
+    await driver.control("faults", {"rotate_refresh_tokens": True})
+    await timed("consent_wave_a", asyncio.gather(*(driver.wave_a(u) for u in driver.users)))
+    # First tokens must outlive wave B and phase 1 by more than the refresh skew. Each costs
+    # somewhat less than wave A did, so the lifetime follows wave A's time with a margin (a slow
+    # machine gets longer-lived first tokens, never a refresh in phase 1).
+    wave_a = tally.seconds["consent_wave_a"]
+    tally.expires_in = max(MIN_EXPIRES_IN, REFRESH_SKEW_SECONDS + math.ceil(2.5 * wave_a + 3))
+    await driver.control("faults", {"expires_in": tally.expires_in})
+    await timed("consent_wave_b", asyncio.gather(*(driver.wave_b(u) for u in driver.users)))
+    # Whatever is issued from now on (the one refresh per user) outlives the run.
+    await driver.control("faults", {"expires_in": AFTER_EXPIRES_IN})
+
+    await timed("phase1", driver.token_phase(1))
+    phase1_end = time.time()
+    tally.counters_after_phase1 = await driver.control("counters")
+    first = [exp for u in driver.users for _, exp in u.issued[1] if exp is not None]
+    if first:
+        tally.phase1_margin_s = round(min(first) - REFRESH_SKEW_SECONDS - phase1_end, 2)
+    await timed("userinfo_phase1", driver.check_subjects(1))
+
+    due = max(first, default=0) - REFRESH_SKEW_SECONDS + EXPIRY_MARGIN_SECONDS
+    await timed("wait_for_expiry", asyncio.sleep(max(0.0, due - time.time())))
+    await timed("phase2", driver.token_phase(2))
+    tally.counters_after_phase2 = await driver.control("counters")
+    await timed("userinfo_phase2", driver.check_subjects(2))
+    await timed("vault_check", _check_vault(driver, local))
+    tally.stage = "done"
+
+
+def _report(
+    *,
+    users: list[User],
+    n_users: int,
+    requests_per_user: int,
+    concurrency: int,
+    time_limit_s: float,
+    tally: Tally,
+    timed_out: bool,
+    wall: float,
+) -> dict[str, Any]:
+    counters = tally.counters_after_phase2
+    by_subject: dict[str, int] = dict(counters.get("refreshes_by_subject", {}))
+    subjects = {u.subject for u in users}
+    per_user = Counter(by_subject.get(u.subject, 0) for u in users)
+    unexpected_subjects = sorted(set(by_subject) - subjects)
+    cross_user = 0
+    unverified = 0
+    for user in users:
+        for token in {t for phase in (1, 2) for t, _ in user.issued[phase]}:
+            sub = tally.token_subjects.get(token)
+            if sub is None:
+                unverified += 1
+            elif sub != user.subject:
+                cross_user += 1
+    old_after_expiry = sum(
+        1
+        for user in users
+        for token, _ in user.issued[2]
+        if token in {t for t, _ in user.issued[1]}
+    )
+    token_requests = sum(len(tally.latencies_ms[p]) for p in (1, 2))
+    expected_requests = 2 * n_users * requests_per_user
+    ok_tokens = sum(len(u.issued[p]) for u in users for p in (1, 2))
+    all_latencies = tally.latencies_ms[1] + tally.latencies_ms[2]
+    flows = sum(1 for u in users if u.connected)
+    replayed = int(counters.get("replayed_refresh_tokens", -1))
+    lost = int(tally.vault.get("lost_or_corrupted", -1))
+    refreshes_ok = (
+        len(users) == n_users and per_user == Counter({1: n_users}) and not unexpected_subjects
+    )
+    report: dict[str, Any] = {
+        "name": "load",
+        "description": (
+            "N users, consent flows over HTTP, two binders sharing one moto server, parallel "
+            "token requests across both, every token crossing expiry once"
+        ),
+        "users": n_users,
+        "requests_per_user": requests_per_user,
+        "concurrency": concurrency,
+        "binders": 2,
+        "expires_in_s": tally.expires_in,
+        "refresh_skew_s": REFRESH_SKEW_SECONDS,
+        "token_cache_s": TOKEN_CACHE_SECONDS,
+        "flows_completed": flows,
+        "token_requests": token_requests,
+        "token_requests_ok": ok_tokens,
+        "status_counts": {
+            step: {str(code): n for code, n in sorted(counts.items())}
+            for step, counts in sorted(tally.statuses.items())
+        },
+        "failures": dict(sorted(tally.failures.items())),
+        "five_xx": tally.five_xx,
+        "transport_errors": tally.transport_errors,
+        "expiries_crossed_per_user": 1,
+        "upstream_refreshes": int(counters.get("refreshes", -1)),
+        "upstream_refreshes_per_user": {str(k): v for k, v in sorted(per_user.items())},
+        "refreshes_for_unknown_subjects": len(unexpected_subjects),
+        "refreshes_during_phase1": int(tally.counters_after_phase1.get("refreshes", -1)),
+        "phase1_margin_s": tally.phase1_margin_s,
+        "replayed_refresh_tokens": replayed,
+        "tokens_checked": len(tally.token_subjects),
+        "tokens_unverified": unverified,
+        "cross_user_tokens": cross_user,
+        "pre_expiry_tokens_served_after_expiry": old_after_expiry,
+        "vault_entries": tally.vault.get("entries"),
+        "vault_problems": tally.vault.get("problems", {}),
+        "lost_or_corrupted_vault_entries": lost,
+        "latency_ms": {
+            "p50": _percentile(all_latencies, 50),
+            "p99": _percentile(all_latencies, 99),
+            "phase1": {
+                "p50": _percentile(tally.latencies_ms[1], 50),
+                "p99": _percentile(tally.latencies_ms[1], 99),
+            },
+            "phase2": {
+                "p50": _percentile(tally.latencies_ms[2], 50),
+                "p99": _percentile(tally.latencies_ms[2], 99),
+                "max": _percentile(tally.latencies_ms[2], 100),
+            },
+        },
+        "seconds": tally.seconds,
+        "wall_seconds": round(wall, 2),
+        "time_limit_s": time_limit_s,
+        "timed_out": timed_out,
+        "stopped_in": None if tally.stage == "done" else tally.stage,
+    }
+    report["pass"] = (
+        not timed_out
+        and tally.stage == "done"
+        and flows == n_users
+        and token_requests == expected_requests
+        and ok_tokens == expected_requests
+        and tally.five_xx == 0
+        and tally.transport_errors == 0
+        and refreshes_ok
+        and replayed == 0
+        and cross_user == 0
+        and unverified == 0
+        and lost == 0
+    )
+    return report
+
+
+def run(
+    *,
+    users: int = 200,
+    requests_per_user: int = 8,
+    concurrency: int = 32,
+    time_limit_s: float = 300,
+) -> dict[str, Any]:
+    if users < 1 or requests_per_user < 1 or concurrency < 1 or time_limit_s <= 0:
+        raise ValueError("users, requests_per_user, concurrency and time_limit_s must be > 0")
+    started = time.perf_counter()
+    deadline = started + time_limit_s
+    tally = Tally()
+    people: list[User] = []
+    timed_out = False
+    children: list[procs.Child] = []
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    keep = os.environ.get("BENCH_LOAD_LOGS")  # a directory to keep the processes' logs in
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+        logs = Path(keep) if keep else Path(tmp)
+        try:
+            moto_port = procs.free_port()
+            moto = procs.start(
+                "moto",
+                [
+                    sys.executable,
+                    "-m",
+                    "devstack.moto_server",
+                    "-H",
+                    procs.LOOPBACK,
+                    "-p",
+                    str(moto_port),
+                ],
+                env=env,
+                log_dir=logs,
+                cwd=ROOT,
+            )
+            children.append(moto)
+            provider_port = procs.free_port()
+            fake = procs.start(
+                "fake-provider",
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.fakes.provider",
+                    "--port",
+                    str(provider_port),
+                    "--client-id",
+                    PROVIDER_CLIENT[0],
+                    "--client-secret",
+                    PROVIDER_CLIENT[1],
+                ],
+                env=env,
+                log_dir=logs,
+                cwd=ROOT,
+            )
+            children.append(fake)
+            moto_url = f"http://{procs.LOOPBACK}:{moto_port}"
+            provider_url = f"http://{procs.LOOPBACK}:{provider_port}"
+            procs.wait_http(moto, f"{moto_url}/moto-api/")
+            procs.wait_http(fake, f"{provider_url}/.well-known/openid-configuration")
+
+            local = aws.bootstrap(moto_url, users={}, providers={PROVIDER: PROVIDER_CLIENT})
+            setup_start = time.perf_counter()
+            people = _create_users(local, users)
+            tally.seconds["cognito_users"] = round(time.perf_counter() - setup_start, 2)
+            entry: dict[str, object] = {
+                "name": PROVIDER,
+                "kind": "oidc",
+                "client_id": PROVIDER_CLIENT[0],
+                "issuer": provider_url,
+                "secret_arn": local.provider_secrets[PROVIDER],
+            }
+            binders: list[Binder] = []
+            for name in ("binder-a", "binder-b"):
+                public, internal = procs.free_port(), procs.free_port()
+                child = procs.start(
+                    name,
+                    [sys.executable, "-m", "binder"],
+                    env=_binder_env(local, [entry], public, internal),
+                    log_dir=logs,
+                    cwd=ROOT,
+                )
+                children.append(child)
+                binders.append(
+                    Binder(
+                        child=child,
+                        public=f"http://{procs.LOOPBACK}:{public}",
+                        internal=f"http://{procs.LOOPBACK}:{internal}",
+                    )
+                )
+            for binder in binders:
+                procs.wait_http(binder.child, f"{binder.internal}/healthz")
+            tally.seconds["setup"] = round(time.perf_counter() - started, 2)
+
+            async def main() -> None:
+                driver = Driver(
+                    users=people,
+                    binders=binders,
+                    provider=provider_url,
+                    tally=tally,
+                    requests_per_user=requests_per_user,
+                    concurrency=concurrency,
+                )
+                try:
+                    await asyncio.wait_for(_drive(driver, local), deadline - time.perf_counter())
+                finally:
+                    await driver.http.aclose()
+
+            if time.perf_counter() >= deadline:
+                raise TimeoutError
+            asyncio.run(main())
+        except TimeoutError:
+            timed_out = True
+        finally:
+            wall = time.perf_counter() - started
+            report = _report(
+                users=people,
+                n_users=users,
+                requests_per_user=requests_per_user,
+                concurrency=concurrency,
+                time_limit_s=time_limit_s,
+                tally=tally,
+                timed_out=timed_out,
+                wall=wall,
+            )
+            if not report["pass"]:
+                report["log_tails"] = {c.name: c.log_tail(8) for c in children}
+            for child in reversed(children):
+                child.stop()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--requests-per-user", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--time-limit", type=float, default=300, help="seconds")
+    args = parser.parse_args(argv)
+    report = run(
+        users=args.users,
+        requests_per_user=args.requests_per_user,
+        concurrency=args.concurrency,
+        time_limit_s=args.time_limit,
+    )
+    print(json.dumps(report, indent=2))
+    return 0 if report["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
