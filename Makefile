@@ -1,8 +1,10 @@
 # Secure agents on Amazon ECS: every entry point of the project.
-#   make test    set up (idempotent), lint, run every test
-#   make synth   cdk synth of all stacks with four cdk-nag packs, and a one-screen summary
-#   make deploy  cdk deploy --all (needs AWS credentials and real context values; see README)
-#   make clean   remove build output (keeps the virtual environments; `make distclean` too)
+#   make dev       the whole system on 127.0.0.1 (moto, a local OIDC provider, services, edge)
+#   make test      set up (idempotent), lint, run every test (a real-browser test included)
+#   make synth     cdk synth of all stacks with four cdk-nag packs, and a one-screen summary
+#   make bench     every benchmark; report in bench/results/ (see docs/bench-example.md)
+#   make bootstrap / make deploy   cdk bootstrap / cdk deploy --all (AWS credentials needed)
+#   make clean     remove build output (keeps the virtual environments; `make distclean` too)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -29,7 +31,7 @@ SERVICE_TESTS := tests/services tests/binder tests/agent tests/fakes tests/integ
 .PHONY: help setup lint test synth bootstrap deploy dev bench clean distclean
 
 help:
-	@sed -n '2,6p' Makefile | sed 's/^# *//'
+	@sed -n '2,8p' Makefile | sed 's/^# *//'
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt $(SERVICE_REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
