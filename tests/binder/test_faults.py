@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from typing import Any
 
+import anyio
 import pytest
 from botocore.exceptions import ClientError
 
@@ -101,13 +104,28 @@ def test_provider_timeout_during_exchange_is_a_502_page(binder: Harness) -> None
     assert binder.stored_secret_names() == []
 
 
-def test_provider_without_expires_in_stores_a_token_without_expiry(binder: Harness) -> None:
-    """RFC 6749 makes expires_in optional: a generic provider's token is then stored without an
-    expiry (never refreshed ahead of time); built-ins with known lifetimes set their own."""
+def test_provider_without_expires_in_gets_an_assumed_lifetime(binder: Harness) -> None:
+    """RFC 6749 makes expires_in optional. A token whose lifetime is unknown is assumed to last
+    an hour (not forever), so it is refreshed, or consent asked again, instead of failing at
+    the provider for good."""
     binder.provider.faults.omit_expires_in = True
     alice = binder.cognito.token("alice")
     assert binder.connect(alice).status_code == 200
     issued = binder.request_token(alice).json()
-    assert issued["expires_at"] is None
-    assert binder.request_token(alice).status_code == 200
+    assert issued["expires_at"] == pytest.approx(time.time() + 3600, abs=30)
     assert binder.provider.counters.refreshes == 0
+
+
+def test_expired_token_without_refresh_token_asks_for_consent(binder: Harness) -> None:
+    binder.provider.faults.omit_refresh_token = True
+    alice = binder.cognito.token("alice")
+    assert binder.connect(alice).status_code == 200
+    user_hash = anyio.run(binder.services.verifier.verify, alice).user_hash
+    record = anyio.run(lambda: binder.services.vault.get(user_hash, "fake", cached=False))
+    assert record is not None
+    assert record.refresh_token is None
+    expired = dataclasses.replace(record, expires_at=int(time.time()) - 5)
+    anyio.run(lambda: binder.services.vault.put(user_hash, "fake", expired))
+    response = binder.request_token(alice)
+    assert response.status_code == 403
+    assert response.json()["reason"] == "reauthorization_required"

@@ -353,3 +353,14 @@ def test_disconnect_form_from_a_no_referrer_page_is_accepted(binder: Harness) ->
     )
     assert same.status_code == 303
     assert binder.stored_secret_names() == []
+
+
+def test_expires_in_sent_as_a_float_is_honoured() -> None:
+    from binder.oauth import _seconds
+
+    assert _seconds(3600) == 3600
+    assert _seconds("3600") == 3600
+    assert _seconds(3600.0) == 3600
+    assert _seconds("nan") is None
+    assert _seconds(-5) is None
+    assert _seconds(None) is None

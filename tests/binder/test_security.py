@@ -447,3 +447,34 @@ def test_concurrent_refresh_in_one_process_refreshes_once(binder: Harness) -> No
     assert binder.provider.counters.replayed_refresh_tokens == 0
     assert len(results) == 1
     assert binder.provider.is_token_active(results.pop())
+
+
+def test_scope_upgrade_respects_the_operators_allow_list(
+    aws: dict[str, Any], cognito: Cognito
+) -> None:
+    """With allowed_scopes set, asking for more access re-asks for the granted scopes that are
+    allowed plus the new ones (the provider's default scopes are added by the binder)."""
+    fake = FakeProvider(
+        issuer=PROVIDER_URL, client_id="binder-client", client_secret=PROVIDER_SECRET
+    )
+    entry = {**provider_entry(aws["secret_arn"]), "allowed_scopes": ["read", "write"]}
+    app, services = make_harness(aws, cognito, fake, PROVIDERS=json.dumps([entry]))
+    with TestClient(app, base_url=PUBLIC) as client:
+        binder = Harness(
+            client=client,
+            app=app,
+            services=services,
+            cognito=cognito,
+            provider=fake,
+            secret_arn=aws["secret_arn"],
+            aws=aws,
+        )
+        alice = cognito.token("alice")
+        assert binder.connect(alice, scopes=["read"]).status_code == 200
+        more = binder.request_token(alice, scopes=["write"])
+        assert more.json()["reason"] == "insufficient_scope"
+        redirect = binder.open_authorization(alice, more.json()["authorization_url"])
+        assert redirect.status_code == 302, redirect.text
+        scope = parse_qs(urlsplit(redirect.headers["location"]).query)["scope"][0].split()
+        assert {"read", "write"} <= set(scope)
+        assert binder.request_token(alice, scopes=["delete"]).status_code == 400

@@ -30,6 +30,7 @@ from svc_common.identity import VerifiedUser
 _audit = logging.getLogger("agent.audit")
 
 _MARKER = re.compile(r"\[\[pending-action:([A-Za-z0-9_-]{1,4000})\]\]")
+_TRAILING_MARKER = re.compile(r"\[\[pending-action:([A-Za-z0-9_-]{1,4000})\]\]\s*\Z")
 CONFIRM_WORDS = frozenset({"confirm", "yes", "yes, go ahead", "go ahead", "do it"})
 CANCEL_WORDS = frozenset({"cancel", "no", "stop"})
 
@@ -60,8 +61,14 @@ def _decode_action(token: str) -> tuple[str, dict[str, Any]] | None:
 
 
 def strip_markers(text: str) -> str:
-    """Remove marker-like text the model produced: only this module may write markers."""
-    return _MARKER.sub("", text).strip()
+    """Remove marker-like text the model produced: only this module may write markers.
+
+    Repeated until nothing changes (a nested `[[pending-[[pending-action:x]]action:y]]` must
+    not leave a marker behind), then any leftover fragment is defused."""
+    previous = None
+    while previous != text:
+        previous, text = text, _MARKER.sub("", text)
+    return text.replace("[[pending-action", "[[pending action").strip()
 
 
 class ChatService:
@@ -333,8 +340,9 @@ def _last_pending(history: Sequence[Turn]) -> tuple[str, dict[str, Any]] | None:
     """The pending action of the last assistant turn, if it ends with one."""
     for turn in reversed(history):
         if turn.role == "assistant":
-            matches = _MARKER.findall(turn.text)
-            return _decode_action(matches[-1]) if matches else None
+            # Only a marker this module appended: the last thing in the turn.
+            match = _TRAILING_MARKER.search(turn.text)
+            return _decode_action(match.group(1)) if match else None
     return None
 
 

@@ -153,7 +153,11 @@ class Broker:
                 user, spec, scopes, return_url, REAUTHORIZATION_REQUIRED, request_id
             )
         if not record.covers(scopes):
-            wanted = tuple(dict.fromkeys((*record.scopes, *scopes)))
+            # Keep what was granted (within the operator's allow-list) and add what is asked.
+            kept = [
+                s for s in record.scopes if spec.allowed_scopes is None or s in spec.allowed_scopes
+            ]
+            wanted = tuple(dict.fromkeys((*kept, *scopes)))
             return await self._consent(
                 user, spec, wanted, return_url, "insufficient_scope", request_id
             )
@@ -260,6 +264,11 @@ class Broker:
             spec = await self.provider(session.provider)
         except KeyError:
             raise FlowError("unknown_provider", 404) from None
+        try:
+            scopes = request_scopes(spec, session.scopes)
+        except ValueError:
+            await self._sessions.fail(session_id)
+            raise FlowError("bad_scopes", 400) from None
         state = new_state()
         verifier = new_code_verifier()
         nonce = secrets.token_urlsafe(24) if spec.is_oidc else None
@@ -277,7 +286,7 @@ class Broker:
             state=state,
             code_verifier=verifier,
             nonce=nonce,
-            scopes=request_scopes(spec, session.scopes),
+            scopes=scopes,
         )
 
     async def complete_authorization(
@@ -491,6 +500,9 @@ class Broker:
                     if current.usable(self._clock())
                     else current.with_status(REAUTHORIZATION_REQUIRED)
                 )
+            # Read the client secret before taking the lease, so the lease covers only the
+            # provider call and the vault write.
+            await self._client_secret(spec)
             lease_key = f"{user.user_hash}#{spec.name}"
             deadline = self._clock() + self._lease_wait
             delay = 0.05
@@ -527,8 +539,11 @@ class Broker:
         current = await self._read(user.user_hash, spec.name, cached=False)
         if current is None or current.status != ACTIVE:
             return (current or _empty(spec)).with_status(REAUTHORIZATION_REQUIRED)
-        if current.fresh(self._clock(), self._skew) or not current.refresh_token:
+        if current.fresh(self._clock(), self._skew):
             return current
+        if not current.refresh_token:
+            usable = current.usable(self._clock())
+            return current if usable else current.with_status(REAUTHORIZATION_REQUIRED)
         secret = await self._client_secret(spec)
         self.upstream_refreshes += 1
         try:
@@ -545,6 +560,11 @@ class Broker:
                 reason=exc.code,
             )
             if exc.kind == "invalid_grant":
+                # If our lease ran out while the provider was slow, another task may have
+                # refreshed (or the user reconnected) meanwhile: keep what it stored.
+                latest = await self._read(user.user_hash, spec.name, cached=False)
+                if latest is not None and latest.refresh_token != current.refresh_token:
+                    return latest
                 dead = replace(
                     current, access_token="", refresh_token=None, status=REAUTHORIZATION_REQUIRED
                 )

@@ -245,16 +245,16 @@ class OAuthClient:
 
     def _grant(self, spec: ProviderSpec, token: Mapping[str, Any]) -> TokenGrant:
         now = int(self._clock())
-        expires_in = token.get("expires_in")
         expires_at: int | None
-        if isinstance(expires_in, int | float | str) and str(expires_in).isdigit():
-            expires_at = now + int(expires_in)
+        lifetime = _seconds(token.get("expires_in"))
+        if lifetime is not None:
+            expires_at = now + lifetime
         elif not spec.tokens_expire:
             expires_at = None
-        elif spec.default_expires_in:
-            expires_at = now + spec.default_expires_in
         else:
-            expires_at = None
+            # No lifetime sent (RFC 6749 makes it optional): assume a short one rather than
+            # "never", so the token is refreshed, or consent asked again, instead of failing.
+            expires_at = now + (spec.default_expires_in or ASSUMED_LIFETIME_SECONDS)
         scope = token.get("scope")
         scopes: tuple[str, ...] | None = None
         if isinstance(scope, str) and scope.strip():
@@ -270,6 +270,20 @@ class OAuthClient:
             scopes=scopes,
             id_token=id_token if isinstance(id_token, str) else None,
         )
+
+
+ASSUMED_LIFETIME_SECONDS = 3600
+
+
+def _seconds(value: Any) -> int | None:
+    """`expires_in` as whole seconds: providers send 3600, "3600" or 3600.0."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    if seconds != seconds or seconds in (float("inf"), float("-inf")) or seconds < 0:
+        return None
+    return int(seconds)
 
 
 def _safe(code: str) -> str:

@@ -70,6 +70,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "The provider's answer carries no authorization code. Nothing was stored.",
     ),
     "unknown_provider": ("Unknown provider", "This provider is not configured here."),
+    "bad_scopes": (
+        "Access that cannot be requested",
+        "This request asks for access the operator does not allow for this provider. Nothing "
+        "was connected.",
+    ),
     "unauthenticated": (
         "Sign-in required",
         "You need to be signed in to continue. Reload the page to sign in again.",
