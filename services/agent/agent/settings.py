@@ -6,30 +6,18 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
-from svc_common.settings import ServerSettings, SettingsError, env_int, env_port, env_str
+from svc_common.settings import (
+    ServerSettings,
+    SettingsError,
+    check_url,
+    env_flag,
+    env_int,
+    env_port,
+    env_str,
+)
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MODEL_MODES = ("bedrock", "offline")
-
-
-def _url(value: str, name: str, *, allow_http: bool, any_host: bool = False) -> str:
-    """https, or http when allowed: on loopback only (local stack) unless `any_host`."""
-    parts = urlsplit(value)
-    http_ok = allow_http and (any_host or parts.hostname in LOOPBACK_HOSTS)
-    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and http_ok)):
-        raise SettingsError(f"{name} must be an https URL (http only on loopback for local runs)")
-    if parts.username or parts.fragment:
-        raise SettingsError(f"{name} must not carry credentials or a fragment")
-    return value.rstrip("/")
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    value = env.get(name, "").strip().lower()
-    if value not in ("", "0", "1", "true", "false", "yes", "no"):
-        raise SettingsError(f"{name} must be true or false")
-    return value in ("1", "true", "yes")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +50,11 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        insecure = _flag(env, "ALLOW_INSECURE_LOOPBACK")
+        insecure = env_flag(env, "ALLOW_INSECURE_LOOPBACK")
+
+        def api_url(name: str, default: str) -> str:
+            return check_url(env.get(name, "") or default, name, allow_http=insecure).rstrip("/")
+
         model_id = env.get("BEDROCK_MODEL_ID", "").strip() or None
         mode = env.get("AGENT_MODEL", "").strip().lower() or ("bedrock" if model_id else "offline")
         if mode not in MODEL_MODES:
@@ -81,16 +73,17 @@ class Settings:
         ):
             raise SettingsError("OIDC_USERINFO must be a JSON object of provider -> URL")
         userinfo = {
-            k: _url(v, "OIDC_USERINFO", allow_http=insecure) for k, v in userinfo_raw.items()
+            k: check_url(v, "OIDC_USERINFO", allow_http=insecure).rstrip("/")
+            for k, v in userinfo_raw.items()
         }
         binder_url = env_str(env, "BINDER_INTERNAL_URL")
         # Service Connect traffic inside the VPC is plain HTTP by design (see README).
-        _url(binder_url, "BINDER_INTERNAL_URL", allow_http=True, any_host=True)
+        check_url(binder_url, "BINDER_INTERNAL_URL", allow_http=True, any_host=True)
         issuer = env_str(env, "COGNITO_ISSUER").rstrip("/")
-        _url(issuer, "COGNITO_ISSUER", allow_http=insecure)
+        check_url(issuer, "COGNITO_ISSUER", allow_http=insecure)
         jwks = env.get("COGNITO_JWKS_URL", "").strip() or None
         if jwks:
-            _url(jwks, "COGNITO_JWKS_URL", allow_http=insecure)
+            check_url(jwks, "COGNITO_JWKS_URL", allow_http=insecure)
         return cls(
             server=ServerSettings.from_env(env),
             port=env_port(env, "PORT", 8080),
@@ -110,21 +103,9 @@ class Settings:
             guardrail_version=env.get("BEDROCK_GUARDRAIL_VERSION", "").strip() or None,
             max_tool_rounds=env_int(env, "MAX_TOOL_ROUNDS", 4, low=1, high=10),
             oidc_userinfo=userinfo,
-            github_api_url=_url(
-                env.get("GITHUB_API_URL", "") or "https://api.github.com",
-                "GITHUB_API_URL",
-                allow_http=insecure,
-            ),
-            google_api_url=_url(
-                env.get("GOOGLE_API_URL", "") or "https://www.googleapis.com",
-                "GOOGLE_API_URL",
-                allow_http=insecure,
-            ),
-            graph_api_url=_url(
-                env.get("GRAPH_API_URL", "") or "https://graph.microsoft.com",
-                "GRAPH_API_URL",
-                allow_http=insecure,
-            ),
+            github_api_url=api_url("GITHUB_API_URL", "https://api.github.com"),
+            google_api_url=api_url("GOOGLE_API_URL", "https://www.googleapis.com"),
+            graph_api_url=api_url("GRAPH_API_URL", "https://graph.microsoft.com"),
             allow_insecure_loopback=insecure,
             http_timeout_seconds=env_int(env, "HTTP_TIMEOUT_SECONDS", 10, low=1, high=60),
         )

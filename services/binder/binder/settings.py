@@ -7,32 +7,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from svc_common.settings import ServerSettings, SettingsError, env_int, env_port, env_str
-
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    value = env.get(name, "").strip().lower()
-    if value not in ("", "0", "1", "true", "false", "yes", "no"):
-        raise SettingsError(f"{name} must be true or false")
-    return value in ("1", "true", "yes")
-
-
-def _url(url: str, name: str, *, allow_loopback_http: bool) -> str:
-    parts = urlsplit(url)
-    loopback_http = parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
-    if not parts.hostname or not (
-        parts.scheme == "https" or (allow_loopback_http and loopback_http)
-    ):
-        raise SettingsError(f"{name} must be an https URL (http only on loopback for local runs)")
-    if parts.fragment or parts.username:
-        raise SettingsError(f"{name} must not carry a fragment or credentials")
-    return url
+from svc_common.settings import (
+    ServerSettings,
+    SettingsError,
+    check_url,
+    env_flag,
+    env_int,
+    env_port,
+    env_str,
+)
 
 
 def _origin(url: str, name: str, *, allow_loopback_http: bool) -> str:
-    _url(url, name, allow_loopback_http=allow_loopback_http)
+    check_url(url, name, allow_http=allow_loopback_http)
     parts = urlsplit(url)
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
         raise SettingsError(f"{name} must be an origin: scheme, host and port only")
@@ -73,13 +60,13 @@ class Settings:
         internal = env_port(env, "INTERNAL_PORT", 8081)
         if public == internal:
             raise SettingsError("PUBLIC_PORT and INTERNAL_PORT must differ")
-        insecure = _flag(env, "ALLOW_INSECURE_LOOPBACK")
+        insecure = env_flag(env, "ALLOW_INSECURE_LOOPBACK")
         issuer = env_str(env, "COGNITO_ISSUER").rstrip("/")
-        _url(issuer, "COGNITO_ISSUER", allow_loopback_http=insecure)
+        check_url(issuer, "COGNITO_ISSUER", allow_http=insecure)
         client_ids = tuple(c.strip() for c in env_str(env, "COGNITO_CLIENT_IDS").split(",") if c)
         jwks_url = env.get("COGNITO_JWKS_URL", "").strip() or None
         if jwks_url:
-            _url(jwks_url, "COGNITO_JWKS_URL", allow_loopback_http=insecure)
+            check_url(jwks_url, "COGNITO_JWKS_URL", allow_http=insecure)
         origins = tuple(
             _origin(o.strip(), "ALLOWED_RETURN_ORIGINS", allow_loopback_http=insecure)
             for o in env.get("ALLOWED_RETURN_ORIGINS", "").split(",")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class SettingsError(ValueError):
@@ -35,6 +37,25 @@ def env_int(env: Mapping[str, str], name: str, default: int, *, low: int, high: 
         raise SettingsError(f"{name} must be an integer from {low} to {high}") from None
     if not low <= value <= high:
         raise SettingsError(f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+def env_flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value not in ("", "0", "1", "true", "false", "yes", "no"):
+        raise SettingsError(f"{name} must be true or false")
+    return value in ("1", "true", "yes")
+
+
+def check_url(value: str, name: str, *, allow_http: bool, any_host: bool = False) -> str:
+    """`value` if it is https, or http where allowed: on loopback only (the local stack)
+    unless `any_host` (Service Connect names inside the VPC)."""
+    parts = urlsplit(value)
+    http_ok = allow_http and (any_host or parts.hostname in LOOPBACK_HOSTS)
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and http_ok)):
+        raise SettingsError(f"{name} must be an https URL (http only on loopback for local runs)")
+    if parts.username or parts.fragment:
+        raise SettingsError(f"{name} must not carry credentials or a fragment")
     return value
 
 
