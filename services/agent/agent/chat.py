@@ -24,7 +24,7 @@ from typing import Any
 import httpx2
 
 from agent.binder_client import BinderClient, BinderRefused, BinderUnavailable, ConsentNeeded
-from agent.tooling import Model, ToolError, ToolOutcome, Turn
+from agent.tooling import Model, Tool, ToolError, ToolOutcome, ToolSpec, Turn
 from svc_common.identity import VerifiedUser
 
 _audit = logging.getLogger("agent.audit")
@@ -71,6 +71,17 @@ def strip_markers(text: str) -> str:
     return text.replace("[[pending-action", "[[pending action").strip()
 
 
+@dataclass
+class _Context:
+    """One chat turn's caller and its growing result, shared by every tool call of it."""
+
+    user: VerifiedUser
+    user_token: str
+    request_id: str
+    result: ChatResult
+    proposals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
 class ChatService:
     def __init__(
         self,
@@ -94,21 +105,23 @@ class ChatService:
         history: Sequence[Turn],
         request_id: str,
     ) -> ChatResult:
-        result = ChatResult(reply="", model=self._model.name)
+        ctx = _Context(
+            user=user,
+            user_token=user_token,
+            request_id=request_id,
+            result=ChatResult(reply="", model=self._model.name),
+        )
+        result = ctx.result
         pending = _last_pending(history)
         normalized = message.strip().lower().rstrip(".!")
         if pending is not None and normalized in CONFIRM_WORDS:
-            return await self._confirmed(pending, user, user_token, request_id, result)
+            return await self._confirmed(pending, ctx)
         if pending is not None and normalized in CANCEL_WORDS:
             result.reply = "Cancelled: nothing was changed."
             return result
 
-        proposals: list[tuple[str, dict[str, Any]]] = []
-
         async def execute(name: str, arguments: Mapping[str, Any]) -> ToolOutcome:
-            return await self._execute(
-                name, arguments, user, user_token, request_id, result, proposals
-            )
+            return await self._execute(name, arguments, ctx)
 
         # The model needs no markers: they are this module's bookkeeping, not conversation.
         model_history = [Turn(role=t.role, text=strip_markers(t.text)) for t in history]
@@ -119,8 +132,8 @@ class ChatService:
             execute=execute,
         )
         result.reply = strip_markers(reply.text)
-        if proposals:
-            tool_name, arguments = proposals[0]
+        if ctx.proposals:
+            tool_name, arguments = ctx.proposals[0]
             description = self._registry.get(tool_name).describe(arguments)
             result.pending_confirmation = {"description": description, "confirm_text": "confirm"}
             result.reply = (
@@ -129,16 +142,11 @@ class ChatService:
             ).strip()
         return result
 
-    async def _confirmed(
-        self,
-        pending: tuple[str, dict[str, Any]],
-        user: VerifiedUser,
-        user_token: str,
-        request_id: str,
-        result: ChatResult,
-    ) -> ChatResult:
+    async def _confirmed(self, pending: tuple[str, dict[str, Any]], ctx: _Context) -> ChatResult:
         name, arguments = pending
-        outcome = await self._run(name, arguments, user, user_token, request_id, result)
+        result = ctx.result
+        resolved = self._resolve(name, arguments, ctx)
+        outcome = resolved if isinstance(resolved, ToolOutcome) else await self._run(*resolved, ctx)
         description = _safe_describe(self._registry, name, arguments)
         if outcome.status == "ok":
             link = outcome.content.get("html_url")
@@ -154,18 +162,12 @@ class ChatService:
             result.reply = f"That did not work: {outcome.content.get('message', 'error')}"
         return result
 
-    async def _execute(
-        self,
-        name: str,
-        arguments: Mapping[str, Any],
-        user: VerifiedUser,
-        user_token: str,
-        request_id: str,
-        result: ChatResult,
-        proposals: list[tuple[str, dict[str, Any]]],
-    ) -> ToolOutcome:
+    def _resolve(
+        self, name: str, arguments: Mapping[str, Any], ctx: _Context
+    ) -> tuple[Tool, dict[str, Any]] | ToolOutcome:
+        """The tool and its checked arguments, or the outcome that refuses the call."""
         try:
-            tool = self._registry.get(name)
+            tool: Tool = self._registry.get(name)
         except KeyError:
             return ToolOutcome(
                 tool=name,
@@ -173,106 +175,55 @@ class ChatService:
                 status="error",
                 content={"error": "unknown_tool", "message": f"no tool named {name[:64]}"},
             )
-        if tool.spec.mutating:
-            try:
-                checked = tool.validate(arguments)
-            except ToolError as exc:
-                return self._failed(
-                    tool.spec.name,
-                    tool.spec.provider,
-                    exc,
-                    result,
-                    user,
-                    tool.spec.scopes,
-                    request_id,
-                )
-            proposals.append((tool.spec.name, checked))
-            self._record(
-                result,
-                tool.spec.name,
-                tool.spec.provider,
-                "confirmation_required",
-                user,
-                tool.spec.scopes,
-                request_id,
-            )
-            return ToolOutcome(
-                tool=tool.spec.name,
-                provider=tool.spec.provider,
-                status="confirmation_required",
-                content={
-                    "status": "confirmation_required",
-                    "message": "This action changes data. It has been shown to the user, who "
-                    f"must confirm it before it runs: {tool.describe(checked)}.",
-                },
-            )
-        return await self._run(name, arguments, user, user_token, request_id, result)
-
-    async def _run(
-        self,
-        name: str,
-        arguments: Mapping[str, Any],
-        user: VerifiedUser,
-        user_token: str,
-        request_id: str,
-        result: ChatResult,
-    ) -> ToolOutcome:
         try:
-            tool = self._registry.get(name)
-        except KeyError:
-            return ToolOutcome(
-                tool=name,
-                provider="",
-                status="error",
-                content={"error": "unknown_tool", "message": "unknown tool"},
-            )
+            return tool, tool.validate(arguments)
+        except ToolError as exc:
+            return self._failed(tool.spec, exc, ctx)
+
+    async def _execute(self, name: str, arguments: Mapping[str, Any], ctx: _Context) -> ToolOutcome:
+        resolved = self._resolve(name, arguments, ctx)
+        if isinstance(resolved, ToolOutcome):
+            return resolved
+        tool, checked = resolved
+        if not tool.spec.mutating:
+            return await self._run(tool, checked, ctx)
+        ctx.proposals.append((tool.spec.name, checked))
+        self._record(tool.spec, "confirmation_required", ctx)
+        return ToolOutcome(
+            tool=tool.spec.name,
+            provider=tool.spec.provider,
+            status="confirmation_required",
+            content={
+                "status": "confirmation_required",
+                "message": "This action changes data. It has been shown to the user, who "
+                f"must confirm it before it runs: {tool.describe(checked)}.",
+            },
+        )
+
+    async def _run(self, tool: Tool, checked: dict[str, Any], ctx: _Context) -> ToolOutcome:
         spec = tool.spec
         try:
-            checked = tool.validate(arguments)
-        except ToolError as exc:
-            return self._failed(
-                spec.name, spec.provider, exc, result, user, spec.scopes, request_id
-            )
-        try:
             grant = await self._binder.token(
-                user_token, provider=spec.provider, scopes=spec.scopes, request_id=request_id
+                ctx.user_token,
+                provider=spec.provider,
+                scopes=spec.scopes,
+                request_id=ctx.request_id,
             )
         except BinderUnavailable:
-            return self._failed(
-                spec.name,
-                spec.provider,
-                ToolError(
-                    "unavailable",
-                    "The token service is temporarily unavailable; try again in a moment.",
-                ),
-                result,
-                user,
-                spec.scopes,
-                request_id,
+            unavailable = ToolError(
+                "unavailable",
+                "The token service is temporarily unavailable; try again in a moment.",
             )
+            return self._failed(spec, unavailable, ctx)
         except BinderRefused as exc:
-            return self._failed(
-                spec.name,
-                spec.provider,
-                ToolError("provider_error", f"token request refused ({exc.code})"),
-                result,
-                user,
-                spec.scopes,
-                request_id,
-            )
+            refused = ToolError("provider_error", f"token request refused ({exc.code})")
+            return self._failed(spec, refused, ctx)
         if isinstance(grant, ConsentNeeded):
             item = grant.item()
-            if all(a["session_id"] != item["session_id"] for a in result.authorization_required):
-                result.authorization_required.append(item)
-            self._record(
-                result,
-                spec.name,
-                spec.provider,
-                "authorization_required",
-                user,
-                spec.scopes,
-                request_id,
-            )
+            asked = ctx.result.authorization_required
+            if all(a["session_id"] != item["session_id"] for a in asked):
+                asked.append(item)
+            self._record(spec, "authorization_required", ctx)
             return ToolOutcome(
                 tool=spec.name,
                 provider=spec.provider,
@@ -287,49 +238,32 @@ class ChatService:
         try:
             content = await tool.run(checked, token=grant.access_token, http=self._http)
         except ToolError as exc:
-            return self._failed(
-                spec.name, spec.provider, exc, result, user, spec.scopes, request_id
-            )
-        self._record(result, spec.name, spec.provider, "ok", user, spec.scopes, request_id)
+            return self._failed(spec, exc, ctx)
+        self._record(spec, "ok", ctx)
         return ToolOutcome(tool=spec.name, provider=spec.provider, status="ok", content=content)
 
-    def _failed(
-        self,
-        tool: str,
-        provider: str,
-        exc: ToolError,
-        result: ChatResult,
-        user: VerifiedUser,
-        scopes: Sequence[str],
-        request_id: str,
-    ) -> ToolOutcome:
+    def _failed(self, spec: ToolSpec, exc: ToolError, ctx: _Context) -> ToolOutcome:
         content: dict[str, Any] = {"error": exc.kind, "message": exc.message}
         if exc.retry_at:
             content["retry_at"] = exc.retry_at
-        self._record(result, tool, provider, "error", user, scopes, request_id, reason=exc.kind)
-        return ToolOutcome(tool=tool, provider=provider, status="error", content=content)
+        self._record(spec, "error", ctx, reason=exc.kind)
+        return ToolOutcome(tool=spec.name, provider=spec.provider, status="error", content=content)
 
     def _record(
-        self,
-        result: ChatResult,
-        tool: str,
-        provider: str,
-        status: str,
-        user: VerifiedUser,
-        scopes: Sequence[str],
-        request_id: str,
-        *,
-        reason: str | None = None,
+        self, spec: ToolSpec, status: str, ctx: _Context, *, reason: str | None = None
     ) -> None:
-        result.tool_calls.append({"tool": tool, "provider": provider, "status": status})
+        """The tool call in the reply, and its audit line."""
+        ctx.result.tool_calls.append(
+            {"tool": spec.name, "provider": spec.provider, "status": status}
+        )
         fields: dict[str, Any] = {
             "audit": "tool_call",
-            "user_hash": user.user_hash,
-            "tool": tool,
-            "provider": provider,
-            "scopes": list(scopes),
+            "user_hash": ctx.user.user_hash,
+            "tool": spec.name,
+            "provider": spec.provider,
+            "scopes": list(spec.scopes),
             "outcome": status,
-            "request_id": request_id,
+            "request_id": ctx.request_id,
         }
         if reason:
             fields["reason"] = reason
