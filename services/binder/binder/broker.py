@@ -299,18 +299,9 @@ class Broker:
     ) -> str | None:
         """Second binding check, code exchange, vault write; returns the return URL if any."""
         state = params.get("state", "")
-        if not state or len(state) > 512:
-            audit(
-                "state_rejected",
-                outcome="refused",
-                request_id=request_id,
-                user_hash=user.user_hash,
-                provider=provider_name,
-                reason="missing_state",
-            )
-            raise FlowError("bad_state", 400)
+        well_formed = bool(state) and len(state) <= 512
         try:
-            pending = await self._sessions.consume_state(state)
+            pending = await self._sessions.consume_state(state) if well_formed else None
         except SessionStoreUnavailable as exc:
             raise Unavailable(exc.code) from None
         if pending is None:
@@ -320,7 +311,7 @@ class Broker:
                 request_id=request_id,
                 user_hash=user.user_hash,
                 provider=provider_name,
-                reason="unknown_or_used",
+                reason="unknown_or_used" if well_formed else "missing_state",
             )
             raise FlowError("bad_state", 400)
         session = await self._session(pending.session_id)
