@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from starlette.routing import Route
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devstack import procs  # noqa: E402
+from devstack import procs, services  # noqa: E402
 
 ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_BENCH"
 MAX_START_SECONDS = 1.5
@@ -120,20 +119,14 @@ def run() -> dict[str, Any]:
         },
         key,
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(str(ROOT / "services" / d) for d in ("common", "agent")),
-        "BIND_HOST": "127.0.0.1",
-        "ALLOW_INSECURE_LOOPBACK": "true",
-        "COGNITO_ISSUER": ISSUER,
-        "COGNITO_CLIENT_IDS": "bench",
-        "COGNITO_JWKS_URL": f"{fakes}/jwks.json",
-        "BINDER_INTERNAL_URL": fakes,
-        "AGENT_MODEL": "offline",
-        "AGENT_PROVIDERS": "bench",
-        "OIDC_USERINFO": json.dumps({"bench": f"{fakes}/userinfo"}),
-        "LOG_LEVEL": "INFO",
-    }
+    env = services.agent_env(
+        issuer=ISSUER,
+        client_id="bench",
+        jwks_url=f"{fakes}/jwks.json",
+        port=0,  # each start sets its own
+        binder_url=fakes,
+        userinfo={"bench": f"{fakes}/userinfo"},
+    )
     starts: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
         try:

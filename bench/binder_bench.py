@@ -28,7 +28,7 @@ from loadgen import build_request, run_load
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devstack import aws, procs  # noqa: E402
+from devstack import aws, procs, services  # noqa: E402
 
 PASSWORDS = {"alice": "Alice-bench-Passw0rd!", "bob": "Bob-bench-Passw0rd!"}
 MIN_RATIO = 0.6
@@ -124,35 +124,20 @@ def run(seconds: float = 4.0, connections: int = 32, rounds: int = 3) -> dict[st
             _store_token(local, bob)
 
             public, internal, bare_port = procs.free_port(), procs.free_port(), procs.free_port()
-            binder_env = {
-                **env,
-                "BIND_HOST": "127.0.0.1",
-                "PUBLIC_PORT": str(public),
-                "INTERNAL_PORT": str(internal),
-                "PUBLIC_BASE_URL": f"http://127.0.0.1:{public}",
-                "ALLOW_INSECURE_LOOPBACK": "true",
-                "COGNITO_ISSUER": local.issuer,
-                "COGNITO_CLIENT_IDS": local.client_id,
-                "COGNITO_JWKS_URL": local.jwks_url,
-                "VAULT_PREFIX": "agent-token-vault",
-                "VAULT_KMS_KEY_ARN": local.key_arn,
-                "SESSION_TABLE_NAME": local.table,
-                "AWS_REGION": aws.REGION,
-                "AWS_ENDPOINT_URL": proxy_url,
-                "AWS_ACCESS_KEY_ID": "local",
-                "AWS_SECRET_ACCESS_KEY": "local",
-                "LOG_LEVEL": "INFO",
-                "PROVIDERS": json.dumps(
-                    [
-                        {
-                            "name": "github",
-                            "kind": "github",
-                            "client_id": "Iv1.bench",
-                            "secret_arn": local.provider_secrets["github"],
-                        }
-                    ]
-                ),
-            }
+            binder_env = services.binder_env(
+                local,
+                [
+                    {
+                        "name": "github",
+                        "kind": "github",
+                        "client_id": "Iv1.bench",
+                        "secret_arn": local.provider_secrets["github"],
+                    }
+                ],
+                public_port=public,
+                internal_port=internal,
+                aws_endpoint=proxy_url,  # AWS calls counted by the proxy
+            )
             binder = procs.start(
                 "binder", [sys.executable, "-m", "binder"], env=binder_env, log_dir=logs, cwd=ROOT
             )

@@ -58,12 +58,12 @@ for _path in (ROOT, ROOT / "services" / "binder"):
         sys.path.insert(0, str(_path))
 
 from binder.vault import ACTIVE, TokenRecord  # noqa: E402
-from devstack import aws, procs  # noqa: E402
+from devstack import aws, procs, services  # noqa: E402
 
 PROVIDER = "fake"
 PROVIDER_CLIENT = ("binder-client", "fake-secret")
 SCOPES = ["read"]
-VAULT_PREFIX = "agent-token-vault"
+VAULT_PREFIX = services.VAULT_PREFIX
 REFRESH_SKEW_SECONDS = 5
 TOKEN_CACHE_SECONDS = 2
 MIN_EXPIRES_IN = 20  # first tokens: at least this, more if the consent waves are slow
@@ -137,35 +137,6 @@ def _claims(token: str) -> dict[str, Any]:
 def _user_hash(cognito_token: str) -> str:
     claims = _claims(cognito_token)
     return hashlib.sha256(f"{claims['iss']}|{claims['sub']}".encode()).hexdigest()
-
-
-def _binder_env(
-    local: aws.LocalAws, providers: list[dict[str, object]], public: int, internal: int
-) -> dict[str, str]:
-    """tests/integration/conftest.py `binder_env`, with a short refresh skew and cache."""
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": os.pathsep.join(str(ROOT / "services" / d) for d in ("common", "binder")),
-        "BIND_HOST": procs.LOOPBACK,
-        "PUBLIC_PORT": str(public),
-        "INTERNAL_PORT": str(internal),
-        "PUBLIC_BASE_URL": f"http://{procs.LOOPBACK}:{public}",
-        "ALLOW_INSECURE_LOOPBACK": "true",
-        "COGNITO_ISSUER": local.issuer,
-        "COGNITO_CLIENT_IDS": local.client_id,
-        "COGNITO_JWKS_URL": local.jwks_url,
-        "VAULT_PREFIX": VAULT_PREFIX,
-        "VAULT_KMS_KEY_ARN": local.key_arn,
-        "SESSION_TABLE_NAME": local.table,
-        "PROVIDERS": json.dumps(providers),
-        "AWS_REGION": aws.REGION,
-        "AWS_ENDPOINT_URL": local.endpoint,
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "LOG_LEVEL": "INFO",
-        "REFRESH_SKEW_SECONDS": str(REFRESH_SKEW_SECONDS),
-        "TOKEN_CACHE_SECONDS": str(TOKEN_CACHE_SECONDS),
-    }
 
 
 def _create_users(local: aws.LocalAws, count: int) -> list[User]:
@@ -687,7 +658,14 @@ def run(
                 child = procs.start(
                     name,
                     [sys.executable, "-m", "binder"],
-                    env=_binder_env(local, [entry], public, internal),
+                    env=services.binder_env(
+                        local,
+                        [entry],
+                        public_port=public,
+                        internal_port=internal,
+                        REFRESH_SKEW_SECONDS=str(REFRESH_SKEW_SECONDS),
+                        TOKEN_CACHE_SECONDS=str(TOKEN_CACHE_SECONDS),
+                    ),
                     log_dir=logs,
                     cwd=ROOT,
                 )

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from devstack import aws, procs
+from devstack import aws, procs, services
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS = {"alice": "Alice-local-Passw0rd!", "bob": "Bob-local-Passw0rd!"}
@@ -127,45 +127,26 @@ def run(args: argparse.Namespace) -> int:
             users=USERS,
             providers={PROVIDER: (PROVIDER_CLIENT_ID, secrets.token_urlsafe(24))},
         )
-        common = {
-            "BIND_HOST": procs.LOOPBACK,
-            "ALLOW_INSECURE_LOOPBACK": "true",
-            "COGNITO_ISSUER": local.issuer,
-            "COGNITO_CLIENT_IDS": local.client_id,
-            "COGNITO_JWKS_URL": local.jwks_url,
-            "LOG_LEVEL": "INFO",
-        }
         binder_internal = f"{base}:{ports['binder (internal)']}"
+        extra = {"HOME": os.environ.get("HOME", "/tmp"), "PYTHONUNBUFFERED": "1"}  # noqa: S108
+        provider_entry = {
+            "name": PROVIDER,
+            "kind": "oidc",
+            "client_id": PROVIDER_CLIENT_ID,
+            "issuer": provider,
+            "secret_arn": local.provider_secrets[PROVIDER],
+        }
         start(
             "binder",
             [py, "-m", "binder"],
-            _env(
-                **common,
-                PYTHONPATH=os.pathsep.join(
-                    str(ROOT / "services" / d) for d in ("common", "binder")
-                ),
-                PUBLIC_PORT=str(ports["binder (public)"]),
-                INTERNAL_PORT=str(ports["binder (internal)"]),
-                PUBLIC_BASE_URL=edge_url,
+            services.binder_env(
+                local,
+                [provider_entry],
+                public_port=ports["binder (public)"],
+                internal_port=ports["binder (internal)"],
+                base_url=edge_url,  # browsers reach /oauth2/* through the edge
                 ALLOWED_RETURN_ORIGINS=edge_url,
-                VAULT_PREFIX="agent-token-vault",
-                VAULT_KMS_KEY_ARN=local.key_arn,
-                SESSION_TABLE_NAME=local.table,
-                PROVIDERS=json.dumps(
-                    [
-                        {
-                            "name": PROVIDER,
-                            "kind": "oidc",
-                            "client_id": PROVIDER_CLIENT_ID,
-                            "issuer": provider,
-                            "secret_arn": local.provider_secrets[PROVIDER],
-                        }
-                    ]
-                ),
-                AWS_REGION=aws.REGION,
-                AWS_ENDPOINT_URL=moto,
-                AWS_ACCESS_KEY_ID="local",
-                AWS_SECRET_ACCESS_KEY="local",  # noqa: S106 - moto's placeholder
+                **extra,
             ),
             f"{binder_internal}/healthz",
         )
@@ -173,14 +154,14 @@ def run(args: argparse.Namespace) -> int:
         start(
             "agent",
             [py, "-m", "agent"],
-            _env(
-                **common,
-                PYTHONPATH=os.pathsep.join(str(ROOT / "services" / d) for d in ("common", "agent")),
-                PORT=str(ports["agent"]),
-                BINDER_INTERNAL_URL=binder_internal,
-                AGENT_MODEL="offline",
-                AGENT_PROVIDERS=PROVIDER,
-                OIDC_USERINFO=json.dumps({PROVIDER: f"{provider}/userinfo"}),
+            services.agent_env(
+                issuer=local.issuer,
+                client_id=local.client_id,
+                jwks_url=local.jwks_url,
+                port=ports["agent"],
+                binder_url=binder_internal,
+                userinfo={PROVIDER: f"{provider}/userinfo"},
+                **extra,
             ),
             f"{agent}/healthz",
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -15,7 +14,7 @@ import pytest
 import werkzeug.serving
 from oidc_provider_mock import app as oidc_mock_app
 
-from devstack import aws, procs
+from devstack import aws, procs, services
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORDS = {"alice": "Alice-local-Passw0rd!", "bob": "Bob-local-Passw0rd!"}
@@ -78,32 +77,6 @@ class RunningBinder:
     internal: str
 
 
-def binder_env(
-    local: aws.LocalAws, providers: list[dict[str, object]], public: int, internal: int
-) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": os.pathsep.join(str(ROOT / "services" / d) for d in ("common", "binder")),
-        "BIND_HOST": procs.LOOPBACK,
-        "PUBLIC_PORT": str(public),
-        "INTERNAL_PORT": str(internal),
-        "PUBLIC_BASE_URL": f"http://{procs.LOOPBACK}:{public}",
-        "ALLOW_INSECURE_LOOPBACK": "true",
-        "COGNITO_ISSUER": local.issuer,
-        "COGNITO_CLIENT_IDS": local.client_id,
-        "COGNITO_JWKS_URL": local.jwks_url,
-        "VAULT_PREFIX": "agent-token-vault",
-        "VAULT_KMS_KEY_ARN": local.key_arn,
-        "SESSION_TABLE_NAME": local.table,
-        "PROVIDERS": json.dumps(providers),
-        "AWS_REGION": aws.REGION,
-        "AWS_ENDPOINT_URL": local.endpoint,
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "LOG_LEVEL": "INFO",
-    }
-
-
 @pytest.fixture
 def start_binder(
     log_dir: Path,
@@ -123,7 +96,9 @@ def start_binder(
         child = procs.start(
             name,
             [sys.executable, "-m", "binder"],
-            env={**binder_env(local, providers, public, internal), **(extra_env or {})},
+            env=services.binder_env(
+                local, providers, public_port=public, internal_port=internal, **(extra_env or {})
+            ),
             log_dir=log_dir,
             cwd=ROOT,
         )

@@ -4,8 +4,6 @@ the provider's userinfo (offline planner: the same tools and orchestrator as wit
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,28 +11,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from devstack import aws, procs
+from devstack import aws, procs, services
 from tests.integration.conftest import MOCK_CLIENT, PASSWORDS, ROOT, RunningBinder
-
-
-def _agent_env(
-    local: aws.LocalAws, binder: RunningBinder, port: int, issuer: str
-) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": os.pathsep.join(str(ROOT / "services" / d) for d in ("common", "agent")),
-        "BIND_HOST": procs.LOOPBACK,
-        "PORT": str(port),
-        "ALLOW_INSECURE_LOOPBACK": "true",
-        "COGNITO_ISSUER": local.issuer,
-        "COGNITO_CLIENT_IDS": local.client_id,
-        "COGNITO_JWKS_URL": local.jwks_url,
-        "BINDER_INTERNAL_URL": binder.internal,
-        "AGENT_MODEL": "offline",
-        "AGENT_PROVIDERS": "mock",
-        "OIDC_USERINFO": json.dumps({"mock": f"{issuer}/userinfo"}),
-        "LOG_LEVEL": "INFO",
-    }
 
 
 @pytest.fixture
@@ -46,7 +24,14 @@ def start_agent(log_dir: Path) -> Iterator[Callable[..., str]]:
         child = procs.start(
             "agent",
             [sys.executable, "-m", "agent"],
-            env=_agent_env(local, binder, port, issuer),
+            env=services.agent_env(
+                issuer=local.issuer,
+                client_id=local.client_id,
+                jwks_url=local.jwks_url,
+                port=port,
+                binder_url=binder.internal,
+                userinfo={"mock": f"{issuer}/userinfo"},
+            ),
             log_dir=log_dir,
             cwd=ROOT,
         )
