@@ -48,19 +48,44 @@ def fake_provider_process(log_dir: Path) -> Iterator[str]:
         child.stop()
 
 
+def _fake_entry(local: aws.LocalAws, provider: str) -> dict[str, object]:
+    return {
+        "name": "fake",
+        "kind": "oidc",
+        "client_id": "binder-client",
+        "issuer": provider,
+        "secret_arn": local.provider_secrets["fake"],
+    }
+
+
+def _consent(
+    binder: RunningBinder, token: str, *, before_callback: Callable[[], object] | None = None
+) -> httpx2.Response:
+    """The browser's part of a consent with the fake provider; returns the callback's answer."""
+    link = httpx2.post(
+        f"{binder.internal}/internal/tokens",
+        json={"provider": "fake", "scopes": ["read"]},
+        headers={"authorization": f"Bearer {token}"},
+    ).json()["authorization_url"]
+    with httpx2.Client(timeout=30, follow_redirects=False) as browser:
+        to_provider = browser.get(link, headers={"x-amzn-oidc-accesstoken": token})
+        consented = browser.get(
+            to_provider.headers["location"] + "&" + urlencode({"login_hint": "alice@fake"})
+        )
+        if before_callback is not None:
+            before_callback()
+        return browser.get(
+            consented.headers["location"], headers={"x-amzn-oidc-accesstoken": token}
+        )
+
+
 def test_concurrent_requests_across_two_binders_refresh_once(
     local_aws: aws.LocalAws,
     fake_provider_process: str,
     start_binder: Callable[..., RunningBinder],
 ) -> None:
     provider = fake_provider_process
-    entry = {
-        "name": "fake",
-        "kind": "oidc",
-        "client_id": "binder-client",
-        "issuer": provider,
-        "secret_arn": local_aws.provider_secrets["fake"],
-    }
+    entry = _fake_entry(local_aws, provider)
     first = start_binder(local_aws, [entry], name="binder-a")
     second = start_binder(local_aws, [entry], name="binder-b")
     alice = aws.sign_in(local_aws, "alice", PASSWORDS["alice"])
@@ -70,18 +95,8 @@ def test_concurrent_requests_across_two_binders_refresh_once(
     # Tokens issued now expire inside the binders' 300 s refresh skew.
     assert control.post("/_control/faults", json={"expires_in": 60}).status_code == 200
 
-    with httpx2.Client(timeout=30, follow_redirects=False) as browser:
-        link = httpx2.post(f"{first.internal}/internal/tokens", json=body, headers=as_alice).json()[
-            "authorization_url"
-        ]
-        to_provider = browser.get(link, headers={"x-amzn-oidc-accesstoken": alice})
-        consented = browser.get(
-            to_provider.headers["location"] + "&" + urlencode({"login_hint": "alice@fake"})
-        )
-        done = browser.get(
-            consented.headers["location"], headers={"x-amzn-oidc-accesstoken": alice}
-        )
-        assert done.status_code == 200, done.text
+    done = _consent(first, alice)
+    assert done.status_code == 200, done.text
 
     # The refreshed token will be fresh; the stored one is due for refresh now. A slow token
     # endpoint keeps the refresh in flight while the other process's requests arrive.
@@ -114,30 +129,15 @@ def test_provider_timing_out_during_the_exchange_stores_nothing(
     start_binder: Callable[..., RunningBinder],
 ) -> None:
     provider = fake_provider_process
-    entry = {
-        "name": "fake",
-        "kind": "oidc",
-        "client_id": "binder-client",
-        "issuer": provider,
-        "secret_arn": local_aws.provider_secrets["fake"],
-    }
+    entry = _fake_entry(local_aws, provider)
     binder = start_binder(local_aws, [entry], extra_env={"HTTP_TIMEOUT_SECONDS": "1"})
     alice = aws.sign_in(local_aws, "alice", PASSWORDS["alice"])
     control = httpx2.Client(base_url=provider, timeout=10)
-    with httpx2.Client(timeout=30, follow_redirects=False) as browser:
-        link = httpx2.post(
-            f"{binder.internal}/internal/tokens",
-            json={"provider": "fake", "scopes": ["read"]},
-            headers={"authorization": f"Bearer {alice}"},
-        ).json()["authorization_url"]
-        to_provider = browser.get(link, headers={"x-amzn-oidc-accesstoken": alice})
-        consented = browser.get(
-            to_provider.headers["location"] + "&" + urlencode({"login_hint": "alice@fake"})
-        )
-        control.post("/_control/faults", json={"token_delay_seconds": 3})
-        done = browser.get(
-            consented.headers["location"], headers={"x-amzn-oidc-accesstoken": alice}
-        )
+    done = _consent(
+        binder,
+        alice,
+        before_callback=lambda: control.post("/_control/faults", json={"token_delay_seconds": 3}),
+    )
     assert done.status_code == 502
     assert "Nothing was stored" in done.text
     secrets = aws.client("secretsmanager", local_aws.endpoint)
