@@ -6,6 +6,7 @@ through an httpx2 transport that routes by host, so no socket is opened.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -230,16 +231,28 @@ def make_harness(
     return BinderApp(services), services
 
 
-@pytest.fixture
-def binder(aws: dict[str, Any], cognito: Cognito, fake_provider: FakeProvider) -> Iterator[Harness]:
-    app, services = make_harness(aws, cognito, fake_provider)
+@contextlib.contextmanager
+def running_binder(
+    aws: dict[str, Any], cognito: Cognito, provider: FakeProvider | None = None, **env: str
+) -> Iterator[Harness]:
+    """A started binder (lifespan run) with these settings overrides, and its harness."""
+    provider = provider or FakeProvider(
+        issuer=PROVIDER_URL, client_id=PROVIDER_CLIENT_ID, client_secret=PROVIDER_SECRET
+    )
+    app, services = make_harness(aws, cognito, provider, **env)
     with TestClient(app, base_url=PUBLIC) as client:
         yield Harness(
             client=client,
             app=app,
             services=services,
             cognito=cognito,
-            provider=fake_provider,
+            provider=provider,
             secret_arn=aws["secret_arn"],
             aws=aws,
         )
+
+
+@pytest.fixture
+def binder(aws: dict[str, Any], cognito: Cognito, fake_provider: FakeProvider) -> Iterator[Harness]:
+    with running_binder(aws, cognito, fake_provider) as harness:
+        yield harness

@@ -33,10 +33,9 @@ from tests.binder.conftest import (
     REGION,
     Cognito,
     Harness,
-    make_harness,
     provider_entry,
+    running_binder,
 )
-from tests.fakes.provider import FakeProvider
 
 
 def _consent_link(binder: Harness, token: str, **kwargs: Any) -> str:
@@ -189,22 +188,10 @@ def test_missing_issuer_from_a_provider_that_promises_it_is_refused(binder: Harn
 
 @pytest.fixture
 def two_providers(aws: dict[str, Any], cognito: Cognito) -> Iterator[Harness]:
-    fake = FakeProvider(
-        issuer=PROVIDER_URL, client_id="binder-client", client_secret=PROVIDER_SECRET
-    )
     second = {**provider_entry(aws["secret_arn"]), "name": "other"}
     providers = json.dumps([provider_entry(aws["secret_arn"]), second])
-    app, services = make_harness(aws, cognito, fake, PROVIDERS=providers)
-    with TestClient(app, base_url=PUBLIC) as client:
-        yield Harness(
-            client=client,
-            app=app,
-            services=services,
-            cognito=cognito,
-            provider=fake,
-            secret_arn=aws["secret_arn"],
-            aws=aws,
-        )
+    with running_binder(aws, cognito, PROVIDERS=providers) as harness:
+        yield harness
 
 
 def test_mix_up_on_another_providers_callback_is_refused(two_providers: Harness) -> None:
@@ -454,21 +441,8 @@ def test_scope_upgrade_respects_the_operators_allow_list(
 ) -> None:
     """With allowed_scopes set, asking for more access re-asks for the granted scopes that are
     allowed plus the new ones (the provider's default scopes are added by the binder)."""
-    fake = FakeProvider(
-        issuer=PROVIDER_URL, client_id="binder-client", client_secret=PROVIDER_SECRET
-    )
     entry = {**provider_entry(aws["secret_arn"]), "allowed_scopes": ["read", "write"]}
-    app, services = make_harness(aws, cognito, fake, PROVIDERS=json.dumps([entry]))
-    with TestClient(app, base_url=PUBLIC) as client:
-        binder = Harness(
-            client=client,
-            app=app,
-            services=services,
-            cognito=cognito,
-            provider=fake,
-            secret_arn=aws["secret_arn"],
-            aws=aws,
-        )
+    with running_binder(aws, cognito, PROVIDERS=json.dumps([entry])) as binder:
         alice = cognito.token("alice")
         assert binder.connect(alice, scopes=["read"]).status_code == 200
         more = binder.request_token(alice, scopes=["write"])
