@@ -452,3 +452,61 @@ def test_scope_upgrade_respects_the_operators_allow_list(
         scope = parse_qs(urlsplit(redirect.headers["location"]).query)["scope"][0].split()
         assert {"read", "write"} <= set(scope)
         assert binder.request_token(alice, scopes=["delete"]).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1/",  # urllib raises ValueError: an unparseable URL was a 500
+        "http://[evil.example]/",
+        "https://app.example.com:99999/",  # port out of range
+        " https://app.example.com/x",  # whitespace urllib strips before checking
+        "https://app.example.com/x ",
+        "https://app.example.com/x\r\nSet-Cookie: a=b",  # urllib removes CR/LF/tab
+        "https://app.example.com/a\tb",
+        "\x00https://app.example.com/",
+        "https://app.example.com\\@evil.example/",  # browsers read "\" as "/"
+        "https://app.example.com/caf\u00e9",  # not ASCII: must be sent percent-encoded
+    ],
+)
+def test_return_url_that_is_not_exactly_a_checked_url_is_refused(
+    binder: Harness, url: str
+) -> None:
+    alice = binder.cognito.token("alice")
+    response = binder.request_token(alice, return_url=url)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert response.json()["field"] == "return_url"
+    assert binder.stored_secret_names() == []
+
+
+def test_the_stored_return_url_is_exactly_the_one_checked(binder: Harness) -> None:
+    alice = binder.cognito.token("alice")
+    url = "https://app.example.com/chat?next=%2Fa%20b#frag"
+    consent = binder.request_token(alice, return_url=url).json()
+    redirect = binder.open_authorization(alice, consent["authorization_url"])
+    done = binder.callback(alice, binder.consent_at_provider(redirect.headers["location"]))
+    assert done.status_code == 303
+    assert done.headers["location"] == url
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 1000 + b"]" * 1000,
+        b'{"provider": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+        b'{"provider": "fake", "scopes": ' + b"[" * 40 + b"]" * 40 + b"}",
+        b'{"provider": "fake", "scopes": [NaN]}',
+        b"\xff\xfe\x00",
+    ],
+)
+def test_any_json_body_shape_is_a_400_not_a_500(binder: Harness, body: bytes) -> None:
+    alice = binder.cognito.token("alice")
+    response = binder.client.post(
+        f"{INTERNAL}/internal/tokens",
+        content=body,
+        headers={"authorization": f"Bearer {alice}", "content-type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert response.json()["field"] in ("body", "scopes")

@@ -10,10 +10,8 @@ the internal API through the ALB: the ALB's target group only knows the public p
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import boto3
 import httpx2
@@ -35,6 +33,7 @@ from binder.settings import Settings
 from binder.vault import Vault
 from svc_common.health import healthz_route
 from svc_common.identity import CognitoVerifier, InvalidToken, VerifiedUser, token_from_headers
+from svc_common.jsonbody import BodyError, is_json, parse_object
 from svc_common.middleware import RequestGuard, SecurityHeaders
 
 AWS_CONFIG = Config(
@@ -213,17 +212,15 @@ def internal_routes(services: Services) -> list[Route]:
         user = await _user_or_401(request, services)
         if isinstance(user, JSONResponse):
             return user
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        if not is_json(request.headers.get("content-type")):
             return JSONResponse(
                 {"error": "unsupported_media_type", "message": "send application/json"},
                 status_code=415,
             )
         try:
-            body: Any = json.loads(await request.body())
-        except ValueError:
-            return _bad_request("body", "malformed JSON")
-        if not isinstance(body, dict):
-            return _bad_request("body", "expected a JSON object")
+            body = parse_object(await request.body())
+        except BodyError as exc:
+            return _bad_request(exc.field, exc.message)
         unknown = set(body) - {"provider", "scopes", "return_url"}
         if unknown:
             return _bad_request(sorted(unknown)[0], "unknown field")
@@ -234,12 +231,11 @@ def internal_routes(services: Services) -> list[Route]:
         if not isinstance(raw_scopes, list) or not all(isinstance(s, str) for s in raw_scopes):
             return _bad_request("scopes", "expected a list of strings")
         return_url = body.get("return_url")
-        if return_url is not None and (
-            not isinstance(return_url, str)
-            or len(return_url) > 2048
-            or not broker.return_url_allowed(return_url)
-        ):
-            return _bad_request("return_url", "origin not in the allow-list")
+        if return_url is not None:
+            try:
+                return_url = broker.checked_return_url(return_url)
+            except ValueError as exc:
+                return _bad_request("return_url", str(exc))
         try:
             spec = await broker.provider(provider)
             scopes = validate_scopes(spec, raw_scopes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -36,6 +37,9 @@ from binder.sessions import (
 )
 from binder.vault import ACTIVE, REAUTHORIZATION_REQUIRED, TokenRecord, Vault, VaultUnavailable
 from svc_common.identity import VerifiedUser
+
+MAX_RETURN_URL_LENGTH = 2048
+_RETURN_URL_CHARS = re.compile(r"[\x21-\x5b\x5d-\x7e]+")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,13 +132,42 @@ class Broker:
         except Exception:
             raise Unavailable("provider_discovery", status=502) from None
 
+    def checked_return_url(self, url: object) -> str:
+        """`url` itself if it may be redirected to after consent, else ValueError saying why.
+
+        The string checked is the string stored and later redirected to: urllib silently strips
+        surrounding whitespace and drops tabs, CR and LF, so a URL carrying any of them (or
+        anything else outside printable ASCII, or a backslash, which browsers read as "/") is
+        refused rather than cleaned. The origin must equal an allow-listed one exactly.
+        """
+        if not isinstance(url, str):
+            raise ValueError("return_url must be a string")
+        if not url or len(url) > MAX_RETURN_URL_LENGTH:
+            raise ValueError(f"return_url must be 1 to {MAX_RETURN_URL_LENGTH} characters")
+        if _RETURN_URL_CHARS.fullmatch(url) is None:
+            raise ValueError(
+                "return_url must be printable ASCII without spaces or backslashes "
+                "(percent-encode anything else)"
+            )
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+            _ = parts.port  # ValueError for a port out of range
+        except ValueError:
+            raise ValueError("return_url is not a valid URL") from None
+        if parts.scheme not in ("https", "http") or not host or parts.username is not None:
+            raise ValueError("return_url must be an absolute http(s) URL without credentials")
+        if f"{parts.scheme}://{parts.netloc}" not in self._origins:
+            raise ValueError("return_url origin not in the allow-list")
+        return url
+
     def return_url_allowed(self, url: str | None) -> bool:
         if url is None:
             return True
-        parts = urlsplit(url)
-        if parts.scheme not in ("https", "http") or not parts.hostname or parts.username:
+        try:
+            return self.checked_return_url(url) == url
+        except ValueError:
             return False
-        return f"{parts.scheme}://{parts.netloc}" in self._origins
 
     async def token(
         self,
