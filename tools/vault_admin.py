@@ -40,7 +40,7 @@ import boto3  # noqa: E402
 import httpx2  # noqa: E402
 from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 
-from binder.oauth import OAuthClient  # noqa: E402
+from binder.oauth import CONFIRMED, OAuthClient  # noqa: E402
 from binder.providers import ProviderConfigError, ProviderRegistry, ProviderSpec  # noqa: E402
 from binder.vault import ACTIVE, TokenRecord  # noqa: E402
 from svc_common.identity import VerifiedUser  # noqa: E402
@@ -248,7 +248,9 @@ class UpstreamRevoker:
         if spec.revocation_style == "none" or not spec.revocation_endpoint:
             return False, f"not revoked upstream: {provider} has no revocation endpoint"
         try:
-            value = self._client.get_secret_value(SecretId=secret.arn)["SecretString"]
+            value = self._client.get_secret_value(SecretId=secret.arn, VersionStage="AWSCURRENT")[
+                "SecretString"
+            ]
         except (ClientError, BotoCoreError) as exc:
             return False, f"not revoked upstream: cannot read the record ({_aws_problem(exc)})"
         try:
@@ -261,22 +263,17 @@ class UpstreamRevoker:
             client_secret = self._client_secret(spec)
         except AdminError as exc:
             return False, f"not revoked upstream: {exc}"
-        # Revoking the refresh token ends the grant (and its access tokens) at most providers.
-        for token, hint in (
-            (record.refresh_token, "refresh_token"),
-            (record.access_token, "access_token"),
-        ):
-            if not token:
-                continue
-            try:
-                accepted = await self._oauth.revoke(
-                    spec, client_secret=client_secret, token=token, hint=hint
-                )
-            except Exception as exc:
-                return False, f"not revoked upstream: revocation failed ({type(exc).__name__})"
-            if accepted:
-                return True, f"revoked upstream ({hint})"
-        return False, "not revoked upstream: the provider refused or did not answer"
+        outcomes = await self._oauth.revoke_tokens(
+            spec,
+            client_secret=client_secret,
+            access_token=record.access_token,
+            refresh_token=record.refresh_token,
+        )
+        confirmed = [hint for hint, outcome in outcomes.items() if outcome == CONFIRMED]
+        detail = ", ".join(f"{hint} {outcome}" for hint, outcome in outcomes.items())
+        if confirmed:
+            return True, f"revoked upstream ({detail})"
+        return False, f"not revoked upstream ({detail or 'no token'})"
 
     def _client_secret(self, spec: ProviderSpec) -> str:
         cached = self._client_secrets.get(spec.name)

@@ -207,7 +207,12 @@ def fake_provider() -> FakeProvider:
 
 
 def make_harness(
-    aws: dict[str, Any], cognito: Cognito, fake_provider: FakeProvider, **env: str
+    aws: dict[str, Any],
+    cognito: Cognito,
+    fake_provider: FakeProvider,
+    *,
+    routes: dict[str, httpx2.AsyncBaseTransport] | None = None,
+    **env: str,
 ) -> tuple[BinderApp, Services]:
     settings = Settings.from_env(settings_env(aws, **env))
     jwks = cognito.jwks()
@@ -221,6 +226,7 @@ def make_harness(
         {
             PROVIDER_HOST: httpx2.ASGITransport(app=fake_provider.app()),
             f"cognito-idp.{REGION}.amazonaws.com": httpx2.MockTransport(serve_jwks),
+            **(routes or {}),
         }
     )
     services = build_services(
@@ -233,13 +239,20 @@ def make_harness(
 
 @contextlib.contextmanager
 def running_binder(
-    aws: dict[str, Any], cognito: Cognito, provider: FakeProvider | None = None, **env: str
+    aws: dict[str, Any],
+    cognito: Cognito,
+    provider: FakeProvider | None = None,
+    *,
+    routes: dict[str, httpx2.AsyncBaseTransport] | None = None,
+    **env: str,
 ) -> Iterator[Harness]:
-    """A started binder (lifespan run) with these settings overrides, and its harness."""
+    """A started binder (lifespan run) with these settings overrides, and its harness.
+
+    `routes` adds hosts (e.g. "slack.com") the binder's HTTP clients reach in-process."""
     provider = provider or FakeProvider(
         issuer=PROVIDER_URL, client_id=PROVIDER_CLIENT_ID, client_secret=PROVIDER_SECRET
     )
-    app, services = make_harness(aws, cognito, provider, **env)
+    app, services = make_harness(aws, cognito, provider, routes=routes, **env)
     with TestClient(app, base_url=PUBLIC) as client:
         yield Harness(
             client=client,

@@ -157,7 +157,7 @@ def test_disconnect_revokes_upstream_and_deletes_the_secret(binder: Harness) -> 
         f"{INTERNAL}/internal/tokens/fake", headers={"authorization": f"Bearer {alice}"}
     )
     assert gone.status_code == 204
-    assert binder.provider.counters.revocations == 1
+    assert binder.provider.counters.revocations == 2  # the refresh token, then the access token
     assert not binder.provider.is_token_active(token)
     assert binder.stored_secret_names() == []
     again = binder.client.delete(
@@ -188,7 +188,7 @@ def test_connections_page_disconnect_needs_a_same_origin_post(binder: Harness) -
         follow_redirects=False,
     )
     assert same.status_code == 303
-    assert same.headers["location"] == "/oauth2/connections?disconnected=fake"
+    assert same.headers["location"] == "/oauth2/connections?disconnected=fake&revoked=yes"
     assert binder.stored_secret_names() == []
 
 

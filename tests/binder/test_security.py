@@ -469,9 +469,7 @@ def test_scope_upgrade_respects_the_operators_allow_list(
         "https://app.example.com/caf\u00e9",  # not ASCII: must be sent percent-encoded
     ],
 )
-def test_return_url_that_is_not_exactly_a_checked_url_is_refused(
-    binder: Harness, url: str
-) -> None:
+def test_return_url_that_is_not_exactly_a_checked_url_is_refused(binder: Harness, url: str) -> None:
     alice = binder.cognito.token("alice")
     response = binder.request_token(alice, return_url=url)
     assert response.status_code == 400, response.text

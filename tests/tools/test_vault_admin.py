@@ -332,25 +332,30 @@ def test_upstream_revocation_uses_the_binders_client_and_a_failure_still_deletes
     )
     assert code == 0  # revocation is best effort; every deletion succeeded
     assert vault.names() == {vault_name("acme", BOB), vault_name("github", BOB)}
-    assert f"{vault_name('acme', ALICE)}: revoked upstream (refresh_token); deleted" in out
     assert (
-        f"{vault_name('github', ALICE)}: not revoked upstream: the provider refused or did "
-        "not answer; deleted"
+        f"{vault_name('acme', ALICE)}: revoked upstream (refresh_token confirmed, "
+        "access_token confirmed); deleted"
+    ) in out
+    assert (
+        f"{vault_name('github', ALICE)}: not revoked upstream (refresh_token unsupported, "
+        "access_token refused); deleted"
     ) in out
     assert "summary: matched 2, revoked upstream 1, deleted 2, failed 0" in out
 
+    # RFC 7009: the refresh token first, then the access token, client_secret_basic.
     acme = [r for r in providers.requests if str(r.url) == REVOKE_URL]
-    assert len(acme) == 1
-    form = parse_qs(acme[0].content.decode())
-    assert form["token"] == [refresh_token(ALICE, "acme")]
-    assert form["token_type_hint"] == ["refresh_token"]
-    assert acme[0].headers["authorization"].startswith("Basic ")  # client_secret_basic
+    forms = [parse_qs(r.content.decode()) for r in acme]
+    assert [(f["token"], f["token_type_hint"]) for f in forms] == [
+        ([refresh_token(ALICE, "acme")], ["refresh_token"]),
+        ([access_token(ALICE, "acme")], ["access_token"]),
+    ]
+    assert all(r.headers["authorization"].startswith("Basic ") for r in acme)
 
-    # GitHub's own style: DELETE /applications/{client_id}/token, refresh then access token.
+    # GitHub's own style: DELETE /applications/{client_id}/token with the access token only
+    # (the endpoint revokes OAuth access tokens; a refresh token is not one).
     github = [r for r in providers.requests if r.url.host == "api.github.com"]
-    assert [r.url.path for r in github] == [f"/applications/{GITHUB_CLIENT_ID}/token"] * 2
+    assert [r.url.path for r in github] == [f"/applications/{GITHUB_CLIENT_ID}/token"]
     assert [json.loads(r.content)["access_token"] for r in github] == [
-        refresh_token(ALICE, "github"),
         access_token(ALICE, "github"),
     ]
 
@@ -376,7 +381,7 @@ def test_a_connection_that_needs_reauthorization_is_deleted_without_a_revocation
     )
     assert code == 0
     assert "connection is reauthorization_required (no live token); deleted" in out
-    assert "revoked upstream (refresh_token); deleted" in out  # Alice's acme token
+    assert "revoked upstream (refresh_token confirmed, access_token confirmed); deleted" in out
     assert vault.names() == {vault_name("github", ALICE), vault_name("github", BOB)}
 
 

@@ -304,9 +304,9 @@ def internal_routes(services: Services) -> list[Route]:
             deleted = await broker.disconnect(user, spec, request_id=_request_id(request))
         except Unavailable as exc:
             return _unavailable_json(exc)
-        if not deleted:
+        if deleted is None:
             return JSONResponse({"error": "not_found", "message": "no such connection"}, 404)
-        return Response(status_code=204)
+        return Response(status_code=204, headers={"x-revocation": deleted.revocation})
 
     return [
         healthz_route("binder"),
@@ -391,7 +391,14 @@ def public_routes(services: Services) -> list[Route]:
         except Unavailable:
             return pages.error_page("unavailable", 503)
         notice = request.query_params.get("disconnected")
-        note = f"{notice} was disconnected." if notice in services.registry else None
+        note = None
+        if notice in services.registry:
+            note = f"{notice} was disconnected. Its tokens are deleted from the vault."
+            if request.query_params.get("revoked") != "yes":
+                note += (
+                    f" {notice} did not confirm that it revoked them; you can also remove "
+                    "this app's access in your account settings there."
+                )
         return pages.connections_page(found, note)
 
     async def disconnect(request: Request) -> Response:
@@ -411,10 +418,13 @@ def public_routes(services: Services) -> list[Route]:
         if spec is None:
             return pages.error_page("unknown_provider", 404)
         try:
-            await broker.disconnect(user, spec, request_id=_request_id(request))
+            done = await broker.disconnect(user, spec, request_id=_request_id(request))
         except Unavailable:
             return pages.error_page("unavailable", 503)
-        return RedirectResponse(f"/oauth2/connections?disconnected={spec.name}", status_code=303)
+        revoked = "yes" if done is not None and done.revocation == "revoked_upstream" else "no"
+        return RedirectResponse(
+            f"/oauth2/connections?disconnected={spec.name}&revoked={revoked}", status_code=303
+        )
 
     return [
         healthz_route("binder"),

@@ -7,7 +7,7 @@ cannot be logged by accident through this path: values are identifiers, hashes a
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 _logger = logging.getLogger("binder.audit")
 
@@ -38,8 +38,10 @@ def audit(
     scopes: Sequence[str] | None = None,
     session_id_hash: str | None = None,
     reason: str | None = None,
+    revocation: Mapping[str, str] | None = None,
 ) -> None:
-    """Write one audit line. `reason` is a short code, never free text from a request."""
+    """Write one audit line. `reason` is a short code, never free text from a request;
+    `revocation` maps a token kind to the outcome of revoking it upstream (fixed codes)."""
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event}")
     fields: dict[str, object] = {"audit": event, "outcome": outcome}
@@ -50,6 +52,7 @@ def audit(
         ("scopes", list(scopes) if scopes is not None else None),
         ("session", session_id_hash),
         ("reason", reason),
+        ("revocation", dict(revocation) if revocation is not None else None),
     ):
         if value is not None:
             fields[key] = value

@@ -23,7 +23,14 @@ import httpx2
 from botocore.exceptions import BotoCoreError, ClientError
 
 from binder.audit import audit
-from binder.oauth import OAuthClient, ProviderError, TokenGrant, new_code_verifier, new_state
+from binder.oauth import (
+    CONFIRMED,
+    OAuthClient,
+    ProviderError,
+    TokenGrant,
+    new_code_verifier,
+    new_state,
+)
 from binder.providers import ProviderRegistry, ProviderSpec, request_scopes
 from binder.sessions import (
     AUTHORIZING,
@@ -77,6 +84,21 @@ class FlowError(Exception):
         super().__init__(code)
         self.code = code
         self.status = status
+
+
+@dataclass(frozen=True, kw_only=True)
+class Disconnected:
+    provider: str
+    # "revoked_upstream" (every token confirmed revoked), "partly_revoked_upstream" or
+    # "not_revoked_upstream" (refused, unreachable, unsupported, or nothing to revoke).
+    revocation: str
+
+
+def _revocation_summary(outcomes: Mapping[str, str]) -> str:
+    confirmed = [o == CONFIRMED for o in outcomes.values()]
+    if confirmed and all(confirmed):
+        return "revoked_upstream"
+    return "partly_revoked_upstream" if any(confirmed) else "not_revoked_upstream"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -239,35 +261,48 @@ class Broker:
                 )
         return found
 
-    async def disconnect(self, user: VerifiedUser, spec: ProviderSpec, *, request_id: str) -> bool:
+    async def disconnect(
+        self, user: VerifiedUser, spec: ProviderSpec, *, request_id: str
+    ) -> Disconnected | None:
+        """Delete the connection, then revoke its tokens upstream; None if there was none.
+
+        Deletion comes first and does not depend on the provider: a provider that is down,
+        slow or refusing cannot keep a connection alive. A refresh racing this disconnect
+        cannot bring it back, because every refresh write is conditional on the version it
+        read (`Vault.replace`), and a deleted secret has no version.
+        """
         record = await self._read(user.user_hash, spec.name, cached=False)
         if record is None:
-            return False
-        revoked = False
-        if record.status == ACTIVE:
-            secret = await self._client_secret(spec)
-            # Revoking the refresh token ends the grant (and its access tokens) at most providers.
-            for token, hint in (
-                (record.refresh_token, "refresh_token"),
-                (record.access_token, "access_token"),
-            ):
-                if token and not revoked:
-                    revoked = await self._oauth.revoke(
-                        spec, client_secret=secret, token=token, hint=hint
-                    )
+            return None
         try:
             deleted = await self._vault.delete(user.user_hash, spec.name)
         except VaultUnavailable as exc:
             self._vault_down(exc, user, spec.name, request_id)
+        if not deleted:
+            return None  # another disconnect got there first; it revokes and audits
+        outcomes: dict[str, str] = {}
+        if record.status == ACTIVE:
+            secret: str | None = None
+            if spec.revocation_style in ("rfc7009", "github"):
+                with contextlib.suppress(Unavailable):
+                    secret = await self._client_secret(spec)
+            outcomes = await self._oauth.revoke_tokens(
+                spec,
+                client_secret=secret,
+                access_token=record.access_token,
+                refresh_token=record.refresh_token,
+            )
+        summary = _revocation_summary(outcomes)
         audit(
             "connection_deleted",
-            outcome="ok" if deleted else "absent",
+            outcome="ok",
             request_id=request_id,
             user_hash=user.user_hash,
             provider=spec.name,
-            reason="revoked_upstream" if revoked else "not_revoked_upstream",
+            reason=summary,
+            revocation=outcomes,
         )
-        return deleted
+        return Disconnected(provider=spec.name, revocation=summary)
 
     # -- the browser flow ------------------------------------------------------------------
 

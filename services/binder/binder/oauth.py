@@ -25,6 +25,25 @@ from binder.providers import ProviderSpec
 
 ID_TOKEN_ALGORITHMS = ["RS256", "ES256", "PS256"]
 
+# Revocation outcomes, per token, for the audit line of a disconnect.
+CONFIRMED = "confirmed"  # the provider said the token is revoked
+REFUSED = "refused"  # the provider answered, but not with success
+UNREACHABLE = "unreachable"  # no answer: timeout, connection error
+UNSUPPORTED = "unsupported"  # the provider offers no way to revoke this kind of token
+NOT_ATTEMPTED = "not_attempted"  # the client secret it needs could not be read
+OUTCOMES = (CONFIRMED, REFUSED, UNREACHABLE, UNSUPPORTED, NOT_ATTEMPTED)
+
+
+def revocable(spec: ProviderSpec) -> tuple[str, ...]:
+    """Token kinds the provider's revocation style can revoke."""
+    if spec.revocation_endpoint is None:
+        return ()
+    if spec.revocation_style == "rfc7009":
+        return ("refresh_token", "access_token")
+    if spec.revocation_style in ("github", "slack"):
+        return ("access_token",)
+    return ()
+
 
 class ProviderError(Exception):
     """kind: "invalid_grant" (re-authorization needed), "unavailable" (retry later) or
@@ -140,40 +159,96 @@ class OAuthClient:
         # response, which is exactly the rule: a missing refresh token keeps the old one.
         return self._grant(spec, token)
 
-    async def revoke(
-        self, spec: ProviderSpec, *, client_secret: str, token: str, hint: str
-    ) -> bool:
-        """Best effort, RFC 7009 or the provider's own style; True if the provider accepted."""
-        if spec.revocation_style == "none" or (
-            spec.revocation_style == "rfc7009" and not spec.revocation_endpoint
-        ):
-            return False
+    async def revoke_tokens(
+        self,
+        spec: ProviderSpec,
+        *,
+        client_secret: str | None,
+        access_token: str | None,
+        refresh_token: str | None,
+    ) -> dict[str, str]:
+        """Revoke what the provider lets us revoke; per token kind, one of `OUTCOMES`.
+
+        Best effort and never raises: a disconnect deletes the vault entry whatever happens
+        here. The refresh token goes first (revoking it ends the grant at RFC 7009 providers),
+        then the access token, since RFC 7009 only says SHOULD for the grant's access tokens.
+        `client_secret` None means it could not be read: styles that authenticate the client
+        are then not attempted.
+        """
+        outcomes: dict[str, str] = {}
+        for hint, token in (("refresh_token", refresh_token), ("access_token", access_token)):
+            if not token:
+                continue
+            if hint not in revocable(spec):
+                outcomes[hint] = UNSUPPORTED
+            elif client_secret is None and spec.revocation_style != "slack":
+                outcomes[hint] = NOT_ATTEMPTED
+            else:
+                outcomes[hint] = await self.revoke(
+                    spec, client_secret=client_secret or "", token=token, hint=hint
+                )
+        return outcomes
+
+    async def revoke(self, spec: ProviderSpec, *, client_secret: str, token: str, hint: str) -> str:
+        """One revocation request in the provider's style; its outcome, never an exception.
+
+        - rfc7009: POST token + token_type_hint with client authentication; HTTP 200 is
+          success (RFC 7009 section 2.2, also for a token already invalid).
+        - github: DELETE /applications/{client_id}/token with basic auth and the token in a
+          JSON body; 204 is success, 404/422 a refusal.
+        - slack: POST auth.revoke with the token as its own bearer credential; Slack answers
+          HTTP 200 for refusals too, so only `{"ok": true, "revoked": true}` counts.
+        """
+        if hint not in revocable(spec) or spec.revocation_endpoint is None:
+            return UNSUPPORTED
+        endpoint = spec.revocation_endpoint
         try:
-            async with self._client(spec, client_secret=client_secret, redirect_uri=None) as c:
+            with anyio.fail_after(self._timeout):
                 if spec.revocation_style == "rfc7009":
-                    response = await c.revoke_token(
-                        spec.revocation_endpoint, token=token, token_type_hint=hint
+                    async with self._client(
+                        spec, client_secret=client_secret, redirect_uri=None
+                    ) as c:
+                        response = await c.revoke_token(endpoint, token=token, token_type_hint=hint)
+                    return CONFIRMED if response.status_code == 200 else REFUSED
+                async with httpx2.AsyncClient(
+                    timeout=self._timeout, follow_redirects=False, transport=self._transport
+                ) as http:
+                    if spec.revocation_style == "github":
+                        response = await http.request(
+                            "DELETE",
+                            endpoint,
+                            json={"access_token": token},
+                            auth=(spec.client_id, client_secret),
+                            headers={
+                                "Accept": "application/vnd.github+json",
+                                "X-GitHub-Api-Version": "2022-11-28",
+                            },
+                        )
+                        return CONFIRMED if response.status_code == 204 else REFUSED
+                    response = await http.post(
+                        endpoint,
+                        headers={
+                            "Authorization": f"Bearer {token}",
+                            "Content-Type": "application/x-www-form-urlencoded",
+                        },
+                        content=b"",
                     )
-                elif spec.revocation_style == "slack":
-                    response = await c.post(
-                        str(spec.revocation_endpoint),
-                        data={"token": token},
-                        withhold_token=True,
+                    if response.status_code != 200:
+                        return REFUSED
+                    try:
+                        body = response.json()
+                    except ValueError:
+                        return REFUSED
+                    confirmed = (
+                        isinstance(body, dict)
+                        and body.get("ok") is True
+                        and body.get("revoked") is True
                     )
-                elif spec.revocation_style == "github":
-                    response = await c.request(
-                        "DELETE",
-                        str(spec.revocation_endpoint),
-                        json={"access_token": token},
-                        auth=(spec.client_id, client_secret),
-                        headers={"Accept": "application/vnd.github+json"},
-                        withhold_token=True,
-                    )
-                else:
-                    return False
-        except (httpx2.HTTPError, OAuthError):
-            return False
-        return bool(200 <= response.status_code < 300)
+                    return CONFIRMED if confirmed else REFUSED
+        except Exception:
+            # Timeouts, connection errors, a provider answering garbage, a bug in a client
+            # library: best effort means nothing here may block or fail a disconnect.
+            return UNREACHABLE
 
     async def validate_id_token(
         self, spec: ProviderSpec, id_token: str, *, nonce: str | None, http: httpx2.AsyncClient
