@@ -28,6 +28,8 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import run_simple
 
+from devstack import moto_fixes
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -35,6 +37,7 @@ LOOPBACK = "127.0.0.1"
 
 
 def serialized_app() -> WSGIApplication:
+    moto_fixes.apply()
     app = DomainDispatcherApplication(create_backend_app)
     lock = threading.Lock()
 

@@ -21,6 +21,7 @@ EVENTS = frozenset(
         "token_issued",
         "token_refreshed",
         "refresh_failed",
+        "refresh_discarded",
         "connection_deleted",
         "vault_unavailable",
         "request_rejected",

@@ -13,7 +13,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -110,6 +110,35 @@ class Connection:
     connected_at: int
 
 
+class KeyedLocks:
+    """One lock per key, kept only while someone holds or waits for it.
+
+    A plain dict of locks grew by one entry per (user, provider) ever refreshed, for the life
+    of the process; here the last task to leave a key removes it, so the map holds only keys
+    in use. One event loop runs all tasks, so the bookkeeping needs no lock of its own."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[anyio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        lock = lock or anyio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            _, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 class Broker:
     def __init__(
         self,
@@ -140,7 +169,7 @@ class Broker:
         self._lease_wait = lease_wait_seconds
         self._clock = clock
         self._owner = secrets.token_hex(8)  # this process, for refresh leases
-        self._refresh_locks: dict[tuple[str, str], anyio.Lock] = {}
+        self._refresh_locks = KeyedLocks()
         self._client_secrets: dict[str, tuple[float, str]] = {}
         self.upstream_refreshes = 0
 
@@ -218,7 +247,12 @@ class Broker:
             )
         now = self._clock()
         if not record.fresh(now, self._skew):
-            record = await self._refresh(user, spec, record, request_id)
+            refreshed = await self._refresh(user, spec, request_id)
+            if refreshed is None:  # disconnected meanwhile
+                return await self._consent(
+                    user, spec, scopes, return_url, "no_connection", request_id
+                )
+            record = refreshed
             if record.status != ACTIVE:
                 return await self._consent(
                     user, spec, scopes, return_url, REAUTHORIZATION_REQUIRED, request_id
@@ -541,16 +575,21 @@ class Broker:
         raise Unavailable(exc.code) from None
 
     async def _refresh(
-        self, user: VerifiedUser, spec: ProviderSpec, record: TokenRecord, request_id: str
-    ) -> TokenRecord:
+        self, user: VerifiedUser, spec: ProviderSpec, request_id: str
+    ) -> TokenRecord | None:
         """One refresh per token at a time: in-process lock, then a DynamoDB lease; waiters
-        re-read the vault instead of refreshing again (single-use refresh tokens survive)."""
-        key = (user.user_hash, spec.name)
-        lock = self._refresh_locks.setdefault(key, anyio.Lock())
-        async with lock:
+        re-read the vault instead of refreshing again (single-use refresh tokens survive).
+
+        The lease is renewed for as long as the provider call and the vault write take, so a
+        slow provider cannot let a second task spend the same refresh token; and the write is
+        conditional on the version read, so a holder that lost its lease anyway (DynamoDB
+        unreachable for a whole lease) cannot overwrite what the next holder stored.
+        None: the connection no longer exists.
+        """
+        async with self._refresh_locks.hold((user.user_hash, spec.name)):
             current = await self._read(user.user_hash, spec.name)
             if current is None:
-                return record.with_status(REAUTHORIZATION_REQUIRED)
+                return None
             if current.status != ACTIVE or current.fresh(self._clock(), self._skew):
                 return current
             if not current.refresh_token:
@@ -574,7 +613,8 @@ class Broker:
                     raise Unavailable(exc.code) from None
                 if acquired:
                     try:
-                        return await self._refresh_holding_lease(user, spec, request_id)
+                        async with self._renewing(lease_key):
+                            return await self._refresh_holding_lease(user, spec, request_id)
                     finally:
                         # An unreleased lease expires on its own.
                         with contextlib.suppress(SessionStoreUnavailable):
@@ -582,25 +622,56 @@ class Broker:
                 # Another task is refreshing: wait for its result in the vault.
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 0.5)
-                current = await self._read(user.user_hash, spec.name, cached=False)
-                if current is None or current.status != ACTIVE:
-                    return (current or record).with_status(REAUTHORIZATION_REQUIRED)
-                if current.fresh(self._clock(), self._skew):
-                    return current
+                latest = await self._read(user.user_hash, spec.name, cached=False)
+                if latest is None:
+                    return None
+                if latest.status != ACTIVE or latest.fresh(self._clock(), self._skew):
+                    return latest
                 if self._clock() > deadline:
-                    if current.usable(self._clock()):
-                        return current
+                    if latest.usable(self._clock()):
+                        return latest
                     raise Unavailable("refresh_busy", retry_after=2)
+
+    @contextlib.asynccontextmanager
+    async def _renewing(self, lease_key: str) -> AsyncIterator[None]:
+        """Keep the refresh lease alive while the body runs (renewed every third of it)."""
+
+        async def renew() -> None:
+            interval = max(self._lease_seconds / 3, 0.2)
+            while True:
+                await anyio.sleep(interval)
+                try:
+                    held = await self._sessions.renew_lease(
+                        lease_key, owner=self._owner, seconds=self._lease_seconds
+                    )
+                except SessionStoreUnavailable:
+                    continue  # try again; the conditional vault write still protects us
+                if not held:
+                    return  # taken over: the conditional vault write decides who wins
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(renew)
+                try:
+                    yield
+                finally:
+                    group.cancel_scope.cancel()
+        except BaseExceptionGroup as grouped:
+            # anyio wraps the body's exception (Unavailable, FlowError) in a group; the renewer
+            # itself never raises, so there is exactly one to hand back to the caller as is.
+            if len(grouped.exceptions) == 1:
+                raise grouped.exceptions[0] from None
+            raise
 
     async def _refresh_holding_lease(
         self, user: VerifiedUser, spec: ProviderSpec, request_id: str
-    ) -> TokenRecord:
+    ) -> TokenRecord | None:
         current = await self._read(user.user_hash, spec.name, cached=False)
-        if current is None or current.status != ACTIVE:
-            return (current or _empty(spec)).with_status(REAUTHORIZATION_REQUIRED)
-        if current.fresh(self._clock(), self._skew):
+        if current is None:
+            return None
+        if current.status != ACTIVE or current.fresh(self._clock(), self._skew):
             return current
-        if not current.refresh_token:
+        if not current.refresh_token or current.version is None:
             usable = current.usable(self._clock())
             return current if usable else current.with_status(REAUTHORIZATION_REQUIRED)
         secret = await self._client_secret(spec)
@@ -619,29 +690,24 @@ class Broker:
                 reason=exc.code,
             )
             if exc.kind == "invalid_grant":
-                # If our lease ran out while the provider was slow, another task may have
-                # refreshed (or the user reconnected) meanwhile: keep what it stored.
-                latest = await self._read(user.user_hash, spec.name, cached=False)
-                if latest is not None and latest.refresh_token != current.refresh_token:
-                    return latest
                 dead = replace(
                     current, access_token="", refresh_token=None, status=REAUTHORIZATION_REQUIRED
                 )
-                try:
-                    await self._vault.put(user.user_hash, spec.name, dead)
-                except VaultUnavailable as vault_exc:
-                    self._vault_down(vault_exc, user, spec.name, request_id)
-                return dead
+                stored = await self._replace(user, spec.name, dead, current.version, request_id)
+                if stored is None:
+                    # Another writer stored a newer record (the user reconnected, or another
+                    # task refreshed after our lease ran out) or the user disconnected: keep it.
+                    return await self._read(user.user_hash, spec.name, cached=False)
+                return stored
             if current.usable(self._clock()):
                 return current  # still valid for a while: serve it, refresh next time
             raise Unavailable(f"provider_{exc.code}"[:60], status=502, retry_after=10) from None
         updated = self._record(spec, grant, requested=current.scopes, previous=current)
-        try:
-            await self._vault.put(user.user_hash, spec.name, updated)
-        except VaultUnavailable as exc:
-            # The provider may have rotated the refresh token we could not save; the old one
-            # may now be dead, and the next refresh will ask the user to reconnect.
-            self._vault_down(exc, user, spec.name, request_id)
+        # If this fails, the provider may have rotated the refresh token we could not save; the
+        # old one may now be dead, and the next refresh will ask the user to reconnect.
+        stored = await self._replace(user, spec.name, updated, current.version, request_id)
+        if stored is None:
+            return await self._discard(user, spec, updated, request_id)
         audit(
             "token_refreshed",
             outcome="ok",
@@ -650,7 +716,48 @@ class Broker:
             provider=spec.name,
             scopes=updated.scopes,
         )
-        return updated
+        return stored
+
+    async def _replace(
+        self,
+        user: VerifiedUser,
+        provider: str,
+        record: TokenRecord,
+        expected_version: str,
+        request_id: str,
+    ) -> TokenRecord | None:
+        try:
+            return await self._vault.replace(
+                user.user_hash, provider, record, expected_version=expected_version
+            )
+        except VaultUnavailable as exc:
+            self._vault_down(exc, user, provider, request_id)
+
+    async def _discard(
+        self, user: VerifiedUser, spec: ProviderSpec, fresh: TokenRecord, request_id: str
+    ) -> TokenRecord | None:
+        """Our refreshed tokens lost the write: someone stored a newer record, or the user
+        disconnected while the provider answered. Serve the newer record; after a disconnect,
+        revoke what we just obtained, since no one will ever use it."""
+        latest = await self._read(user.user_hash, spec.name, cached=False)
+        audit(
+            "refresh_discarded",
+            outcome="superseded" if latest is not None else "disconnected",
+            request_id=request_id,
+            user_hash=user.user_hash,
+            provider=spec.name,
+        )
+        if latest is None:
+            secret: str | None = None
+            with contextlib.suppress(Unavailable):
+                secret = await self._client_secret(spec)
+            await self._oauth.revoke_tokens(
+                spec,
+                client_secret=secret,
+                access_token=fresh.access_token,
+                refresh_token=fresh.refresh_token,
+            )
+        return latest
 
     def _record(
         self,
@@ -697,14 +804,3 @@ class Broker:
             raise Unavailable("client_secret_unavailable") from None
         self._client_secrets[spec.name] = (self._clock() + 300, secret)
         return secret
-
-
-def _empty(spec: ProviderSpec) -> TokenRecord:
-    return TokenRecord(
-        provider=spec.name,
-        access_token="",
-        token_type="Bearer",  # noqa: S106 - a token type name, not a secret
-        expires_at=None,
-        scopes=(),
-        obtained_at=0,
-    )

@@ -297,8 +297,14 @@ class OAuthClient:
             return keys
 
     async def _guard(self, call: Any) -> Mapping[str, Any]:
+        """The token endpoint's answer, or ProviderError. The whole call is bounded by the
+        timeout (httpx2's applies per connect, read and write, so a provider dripping bytes
+        could otherwise hold a refresh far longer)."""
         try:
-            token: Mapping[str, Any] = await call
+            with anyio.fail_after(self._timeout):
+                token: Mapping[str, Any] = await call
+        except TimeoutError:
+            raise ProviderError("unavailable", "timeout") from None
         except OAuthError as exc:
             code = str(exc.error or "error")
             if code == "invalid_grant":

@@ -8,7 +8,8 @@ also checked here because TTL deletion is not immediate):
   write, so two requests can never both move one session forward.
 - `state#{sha256(state)}`: the one-time OAuth `state` (stored hashed) with its PKCE verifier and
   nonce; the callback consumes it with a conditional delete, so a state works exactly once.
-- `lease#{user_hash}#{provider}`: which binder task may refresh that token right now.
+- `lease#{user_hash}#{provider}`: which binder task may refresh that token right now; the
+  holder renews it while its provider call runs, so a slow provider cannot outlast it.
 
 State is never kept in a process, so a flow started on one binder task completes on another.
 """
@@ -246,8 +247,12 @@ class SessionStore:
         with contextlib.suppress(TransitionRefused):
             await self.transition(session_id, to=FAILED, allowed_from=(PENDING, AUTHORIZING))
 
-    async def acquire_lease(self, key: str, *, owner: str, seconds: int) -> bool:
-        now = int(self._clock())
+    async def acquire_lease(self, key: str, *, owner: str, seconds: float) -> bool:
+        """Take the lease if no one holds it or it ran out. Lease times are in milliseconds
+        (`until_ms`): whole seconds would make a short lease anything from 0 to 1 s long;
+        `expires_at` (seconds, rounded up) is only for DynamoDB's TTL."""
+        now_ms = int(self._clock() * 1000)
+        until_ms = now_ms + int(seconds * 1000)
         try:
             await self._call(
                 "put_item",
@@ -255,10 +260,40 @@ class SessionStore:
                 Item={
                     "pk": {"S": f"lease#{key}"},
                     "owner": {"S": owner},
-                    "expires_at": {"N": str(now + seconds)},
+                    "until_ms": {"N": str(until_ms)},
+                    "expires_at": {"N": str(until_ms // 1000 + 1)},
                 },
-                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
-                ExpressionAttributeValues={":now": {"N": str(now)}},
+                # The last clause: a lease written by a binder from before `until_ms` (a
+                # rolling deploy) runs out at its `expires_at`, not when TTL gets to it.
+                ConditionExpression=(
+                    "attribute_not_exists(pk) OR until_ms <= :now "
+                    "OR (attribute_not_exists(until_ms) AND expires_at <= :now_s)"
+                ),
+                ExpressionAttributeValues={
+                    ":now": {"N": str(now_ms)},
+                    ":now_s": {"N": str(now_ms // 1000)},
+                },
+            )
+        except _Refused:
+            return False
+        return True
+
+    async def renew_lease(self, key: str, *, owner: str, seconds: float) -> bool:
+        """Extend a lease this owner still holds; False if it ran out and another took it."""
+        until_ms = int(self._clock() * 1000) + int(seconds * 1000)
+        try:
+            await self._call(
+                "update_item",
+                TableName=self._table,
+                Key={"pk": {"S": f"lease#{key}"}},
+                UpdateExpression="SET until_ms = :until, expires_at = :ttl",
+                ConditionExpression="#o = :owner",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={
+                    ":owner": {"S": owner},
+                    ":until": {"N": str(until_ms)},
+                    ":ttl": {"N": str(until_ms // 1000 + 1)},
+                },
             )
         except _Refused:
             return False

@@ -5,12 +5,21 @@ resource name). Value: a JSON `TokenRecord`. A small in-memory cache makes a hot
 cost no AWS call; entries live at most `cache_ttl` seconds and never past the token's expiry,
 and every write through this process replaces its entry. Other binder tasks may hold an older
 entry until it expires, which is why a refresh always re-reads the secret first.
+
+Every write is a compare-and-swap on the secret's version, so a writer that lost a race (a
+refresh whose lease ran out, a refresh racing a disconnect or a reconnect) can never overwrite a
+newer record or re-create a deleted one. Secrets Manager has no conditional PutSecretValue, but
+UpdateSecretVersionStage with RemoveFromVersionId fails unless the label is still on that
+version: the new value is written under a private staging label, then `AWSCURRENT` is moved to
+it from the version the writer read. Written by hand: no library offers this.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -21,8 +30,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 ACTIVE = "active"
 REAUTHORIZATION_REQUIRED = "reauthorization_required"
+CURRENT = "AWSCURRENT"
+# The label a new version carries until AWSCURRENT moves to it (or a faster writer wins).
+PENDING = "BINDER_PENDING"
 _NOT_FOUND = "ResourceNotFoundException"
 _EXISTS = "ResourceExistsException"
+# What Secrets Manager answers when a version or label is not where the caller said, or the
+# secret is being deleted: the swap lost, it did not fail.
+_LOST_SWAP = frozenset({"InvalidParameterException", "InvalidRequestException", _NOT_FOUND})
+_WRITE_ATTEMPTS = 3
+
+_log = logging.getLogger("binder.vault")
 
 
 class VaultUnavailable(Exception):
@@ -43,6 +61,8 @@ class TokenRecord:
     scopes: tuple[str, ...]
     obtained_at: int
     status: str = ACTIVE
+    # The Secrets Manager version this record was read from or written as; not serialized.
+    version: str | None = field(default=None, compare=False)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -121,48 +141,64 @@ class Vault:
             if hit is not None and hit[0] > self._clock():
                 self._cache.move_to_end(name)
                 return hit[1]
+        response = await self._current(name)
+        if response is None:
+            self._cache.pop(name, None)
+            return None
         try:
-            response = await self._call("get_secret_value", SecretId=name)
-        except ClientError as exc:
-            if _code(exc) == _NOT_FOUND:
-                self._cache.pop(name, None)
-                return None
-            raise VaultUnavailable(_code(exc)) from None
-        record = TokenRecord.from_json(response["SecretString"])
+            record = TokenRecord.from_json(response["SecretString"])
+        except (KeyError, TypeError, ValueError):
+            # Not a record this code wrote: treat the connection as absent (consent writes a
+            # good one over it) rather than failing every request of this user.
+            _log.warning(
+                "unreadable vault record treated as absent",
+                extra={"fields": {"provider": provider, "user_hash": user_hash}},
+            )
+            return None
+        record = replace(record, version=str(response["VersionId"]))
         self._remember(name, record)
         return record
 
-    async def put(self, user_hash: str, provider: str, record: TokenRecord) -> None:
-        """Write the record (creating the secret on first use); nothing half-written on error."""
+    async def put(self, user_hash: str, provider: str, record: TokenRecord) -> TokenRecord:
+        """Store a new connection: the last writer wins. Creates the secret on first use.
+
+        A concurrent writer makes the swap lose; the write is then retried on top of the
+        other writer's version, a few times. Nothing is half-written on error.
+        """
         name = self.secret_name(user_hash, provider)
         value = record.to_json()
-        try:
-            await self._call("put_secret_value", SecretId=name, SecretString=value)
-        except ClientError as exc:
-            if _code(exc) != _NOT_FOUND:
-                self._cache.pop(name, None)
-                raise VaultUnavailable(_code(exc)) from None
-            try:
-                await self._call(
-                    "create_secret",
-                    Name=name,
-                    KmsKeyId=self._kms_key_id,
-                    SecretString=value,
-                    Description=f"OAuth tokens of one user for {provider} (token vault)",
-                    Tags=[
-                        {"Key": "oauth-provider", "Value": provider},
-                        {"Key": "user-hash", "Value": user_hash},
-                    ],
-                )
-            except ClientError as create_exc:
-                if _code(create_exc) != _EXISTS:
-                    raise VaultUnavailable(_code(create_exc)) from None
-                # Another task created it first: ours is the newer value.
-                try:
-                    await self._call("put_secret_value", SecretId=name, SecretString=value)
-                except ClientError as put_exc:
-                    raise VaultUnavailable(_code(put_exc)) from None
-        self._remember(name, record)
+        for _ in range(_WRITE_ATTEMPTS):
+            current = await self._current(name)
+            if current is None:
+                version = await self._create(name, provider, user_hash, value)
+                if version is None:
+                    continue  # another task created it first: write on top of theirs
+            else:
+                version = await self._swap(name, value, expected=str(current["VersionId"]))
+                if version is None:
+                    continue
+            stored = replace(record, version=version)
+            self._remember(name, stored)
+            return stored
+        self._cache.pop(name, None)
+        raise VaultUnavailable("WriteConflict")
+
+    async def replace(
+        self, user_hash: str, provider: str, record: TokenRecord, *, expected_version: str
+    ) -> TokenRecord | None:
+        """Write `record` only if the stored version is still `expected_version`.
+
+        None if another writer got there first or the connection was deleted: the caller
+        must not assume its record is stored. Never creates the secret.
+        """
+        name = self.secret_name(user_hash, provider)
+        version = await self._swap(name, record.to_json(), expected=expected_version)
+        if version is None:
+            self._cache.pop(name, None)
+            return None
+        stored = replace(record, version=version)
+        self._remember(name, stored)
+        return stored
 
     async def delete(self, user_hash: str, provider: str) -> bool:
         """Delete at once (no recovery window), so the user can connect again right away."""
@@ -175,6 +211,80 @@ class Vault:
                 return False
             raise VaultUnavailable(_code(exc)) from None
         return True
+
+    async def _current(self, name: str) -> dict[str, Any] | None:
+        """The AWSCURRENT version (asked for by label: moto's default can lag behind)."""
+        try:
+            return await self._call("get_secret_value", SecretId=name, VersionStage=CURRENT)
+        except ClientError as exc:
+            if _code(exc) == _NOT_FOUND:
+                return None
+            raise VaultUnavailable(_code(exc)) from None
+
+    async def _create(self, name: str, provider: str, user_hash: str, value: str) -> str | None:
+        version = str(uuid.uuid4())
+        try:
+            await self._call(
+                "create_secret",
+                Name=name,
+                ClientRequestToken=version,
+                KmsKeyId=self._kms_key_id,
+                SecretString=value,
+                Description=f"OAuth tokens of one user for {provider} (token vault)",
+                Tags=[
+                    {"Key": "oauth-provider", "Value": provider},
+                    {"Key": "user-hash", "Value": user_hash},
+                ],
+            )
+        except ClientError as exc:
+            if _code(exc) == _EXISTS:
+                return None
+            raise VaultUnavailable(_code(exc)) from None
+        return version
+
+    async def _swap(self, name: str, value: str, *, expected: str) -> str | None:
+        """Write `value` as a new version and make it current if `expected` still is.
+
+        The new version id if it became current; None if the secret is gone or another
+        version became current first (then the written version keeps only the pending
+        label and is never read).
+        """
+        version = str(uuid.uuid4())
+        try:
+            await self._call(
+                "put_secret_value",
+                SecretId=name,
+                ClientRequestToken=version,
+                SecretString=value,
+                VersionStages=[PENDING],
+            )
+        except ClientError as exc:
+            if _code(exc) in _LOST_SWAP:
+                return None
+            raise VaultUnavailable(_code(exc)) from None
+        try:
+            await self._call(
+                "update_secret_version_stage",
+                SecretId=name,
+                VersionStage=CURRENT,
+                MoveToVersionId=version,
+                RemoveFromVersionId=expected,
+            )
+        except ClientError as exc:
+            if _code(exc) not in _LOST_SWAP:
+                raise VaultUnavailable(_code(exc)) from None
+            # Lost, or won on a first attempt whose answer was lost and retried by botocore:
+            # the current version says which. A refusal while `expected` is still current is
+            # not a lost race but a failure.
+            current = await self._current(name)
+            if current is None:
+                return None
+            if current["VersionId"] == version:
+                return version
+            if current["VersionId"] == expected:
+                raise VaultUnavailable(_code(exc)) from None
+            return None
+        return version
 
     def forget(self, user_hash: str, provider: str) -> None:
         self._cache.pop(self.secret_name(user_hash, provider), None)
