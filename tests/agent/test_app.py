@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,9 +16,17 @@ from starlette.testclient import TestClient
 
 from agent.app import build_services, create_app
 from agent.settings import Settings
+from agent.tooling import ModelReply
+from svc_common.jsonbody import MAX_DEPTH
 
 ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TEST"
 KEY = RSAKey.generate_key(2048, parameters={"kid": "k1", "use": "sig"})
+ENV = {
+    "COGNITO_ISSUER": ISSUER,
+    "COGNITO_CLIENT_IDS": "c1",
+    "BINDER_INTERNAL_URL": "http://binder:8081",
+    "AGENT_MODEL": "offline",
+}
 
 
 def _token(sub: str = "alice", **claims: Any) -> str:
@@ -52,17 +62,11 @@ def _routes(request: httpx2.Request) -> httpx2.Response:
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    settings = Settings.from_env(
-        {
-            "COGNITO_ISSUER": ISSUER,
-            "COGNITO_CLIENT_IDS": "c1",
-            "BINDER_INTERNAL_URL": "http://binder:8081",
-            "AGENT_MODEL": "offline",
-            "AGENT_PROVIDERS": "github",
-        }
-    )
+    settings = Settings.from_env({**ENV, "AGENT_PROVIDERS": "github"})
     services = build_services(settings, transport=httpx2.MockTransport(_routes))
-    with TestClient(create_app(settings, services=services)) as test_client:
+    # As the load balancer sees it: an unhandled exception is a 500 response, not a test error.
+    app = create_app(settings, services=services)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -155,3 +159,173 @@ def test_chat_page_is_served_with_a_strict_policy(client: TestClient) -> None:
     assert page.headers["x-frame-options"] == "DENY"
     assert client.get("/app/static/chat.js").status_code == 200
     assert client.get("/app/static/../app.py").status_code == 404
+
+
+# ------------------------------------------------------------------ no 5xx for any request body
+
+
+def _raw(client: TestClient, raw: bytes, path: str = "/api/chat") -> Any:
+    headers = {"authorization": f"Bearer {_token()}", "content-type": "application/json"}
+    return client.post(path, content=raw, headers=headers)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _confirm_after(marker_payload: bytes) -> bytes:
+    """A 'confirm' whose history ends with an assistant turn carrying this pending action."""
+    text = f"Shall I?\n[[pending-action:{_b64(marker_payload)}]]"
+    body = {"message": "confirm", "history": [{"role": "assistant", "text": text}]}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/app/chat"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 1000 + b"]" * 1000,  # about 2 KB: RecursionError inside json.loads
+        b'{"message":' + b"[" * 1000 + b"]" * 1000 + b"}",
+        b'{"message":"hi","history":' + b'{"a":' * 1000 + b"1" + b"}" * 1000 + b"}",
+        b'{"message":"hi","history":[' + b"[" * 60 + b"]" * 60 + b"]}",  # parses, too deep
+    ],
+    ids=["array", "in-message", "in-history", "parses-but-too-deep"],
+)
+def test_deeply_nested_json_is_400_naming_the_problem(
+    client: TestClient, path: str, raw: bytes
+) -> None:
+    headers = {"content-type": "application/json"}
+    if path == "/app/chat":
+        headers["x-amzn-oidc-accesstoken"] = _token()
+    else:
+        headers["authorization"] = f"Bearer {_token()}"
+    response = client.post(path, content=raw, headers=headers)
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_request",
+        "message": f"JSON nested more than {MAX_DEPTH} levels deep",
+        "field": "body",
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('{"message":"hi"}'.encode("utf-16"), "the body is not UTF-8"),
+        (b'{"message":"hi\xff"}', "the body is not UTF-8"),
+        (b'{"message": NaN}', "malformed JSON"),
+        (b'{"message":' + b"9" * 5000 + b"}", "malformed JSON"),  # past int's digit limit
+        (b"", "malformed JSON"),
+        (b'"hi"', "expected a JSON object"),
+    ],
+    ids=["utf-16", "invalid-utf-8", "nan", "huge-integer", "empty", "string"],
+)
+def test_undecodable_bodies_are_400_naming_the_problem(
+    client: TestClient, raw: bytes, message: str
+) -> None:
+    response = _raw(client, raw)
+    assert response.status_code == 400
+    assert response.json()["message"] == message
+    assert response.json()["field"] == "body"
+
+
+def test_json_media_type_is_matched_case_insensitively(client: TestClient) -> None:
+    response = _chat(client, {"message": "hi"}, **{"content-type": "Application/JSON"})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (rb'{"message":"hi \ud800"}', "message"),
+        (rb'{"message":"create issue \"\udfff\" in octo/repo"}', "message"),
+        (rb'{"message":"hi","history":[{"role":"user","text":"\udc00 x"}]}', "history[0].text"),
+        (rb'{"message":"hi","history":[{"role":"\ud800","text":"x"}]}', "history[0].role"),
+        (rb'{"message":"hi","history":[{"role":"user","text":"x","\ud800":1}]}', "history[0]"),
+        (rb'{"message":"hi","\ud83d":1}', "body"),  # a high surrogate without its low half
+    ],
+    ids=["message", "issue-title", "history-text", "role", "turn-key", "body-key"],
+)
+def test_lone_surrogates_are_400_naming_the_field(
+    client: TestClient, raw: bytes, field: str
+) -> None:
+    """RFC 7493 (I-JSON): strings must not hold surrogates. Such text cannot be encoded as
+    UTF-8, so it broke the response encoder (500), the provider request, or Bedrock."""
+    response = _raw(client, raw)
+    assert response.status_code == 400
+    assert response.json()["field"] == field
+    assert "Unicode" in response.json()["message"]
+
+
+def test_a_surrogate_pair_is_ordinary_text(client: TestClient) -> None:
+    response = _raw(client, rb'{"message":"who am I \ud83d\ude00"}')
+    assert response.status_code == 200
+
+
+def test_an_unknown_field_is_named_but_not_echoed_in_full(client: TestClient) -> None:
+    response = _chat(client, {"message": "hi", "k" * 60000: 1})
+    assert response.status_code == 400
+    assert response.json()["field"] == "k" * 64
+    assert len(response.content) < 400
+
+
+def _granting(request: httpx2.Request) -> httpx2.Response:
+    """A binder that hands out a token and a GitHub that creates every issue."""
+    if request.url.path == "/internal/tokens":
+        body = {"access_token": "gho_x", "token_type": "Bearer", "scopes": ["repo"]}
+        return httpx2.Response(200, json=body)
+    if request.url.path.endswith("/issues"):
+        return httpx2.Response(201, json={"number": 1, "html_url": "https://github.test/1"})
+    return _routes(request)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[" * 2900,  # nested past the recursion limit inside the pending-action marker
+        b'{"tool":"github_create_issue","arguments":' + b"[" * 100 + b"]" * 100 + b"}",
+        b'{"tool":"github_create_issue","arguments":{"repository":"a/b","title":"\\ud800"}}',
+        b'{"tool":"github_create_issue","arguments":{"repository":"a/b","title":"t",'
+        b'"body":"\\udc00"}}',
+        b'{"tool":"github_create_issue","arguments":{"repository":"a/b","title":NaN}}',
+        b"\xff\xfe\x00",
+    ],
+    ids=["deep", "deep-arguments", "surrogate-title", "surrogate-body", "nan", "not-utf8"],
+)
+def test_a_malformed_pending_action_in_the_history_is_not_a_500(payload: bytes) -> None:
+    """The pending-action marker comes back from the client: it is untrusted input too."""
+    settings = Settings.from_env({**ENV, "AGENT_PROVIDERS": "github"})
+    calls: list[httpx2.Request] = []
+
+    def routes(request: httpx2.Request) -> httpx2.Response:
+        calls.append(request)
+        return _granting(request)
+
+    services = build_services(settings, transport=httpx2.MockTransport(routes))
+    with TestClient(create_app(settings, services=services), raise_server_exceptions=False) as c:
+        calls.clear()
+        response = _raw(c, _confirm_after(payload))
+    assert response.status_code == 200
+    assert all(call["status"] == "error" for call in response.json()["tool_calls"])
+    assert not [r for r in calls if r.url.path.endswith("/issues")]  # nothing was created
+
+
+class _EchoModel:
+    """A model whose reply holds text that cannot be encoded as UTF-8 (a lone surrogate), as
+    Bedrock or a provider's JSON could hand it over."""
+
+    name = "echo"
+
+    async def respond(self, **_: Any) -> ModelReply:
+        return ModelReply(text="caf\u00e9 \ud800 and \U0001f600")
+
+
+def test_a_reply_with_lone_surrogates_is_sent_as_replacement_characters() -> None:
+    settings = Settings.from_env(ENV)
+    services = build_services(settings, model=_EchoModel(), transport=httpx2.MockTransport(_routes))
+    app = create_app(settings, services=services)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = _chat(client, {"message": "hi"})
+    assert response.status_code == 200
+    assert response.content.decode("utf-8")  # strict UTF-8
+    assert response.json()["reply"] == "caf\u00e9 \ufffd and \U0001f600"

@@ -458,6 +458,37 @@ def test_validation_normalises() -> None:
         validate_arguments(tool.spec.input_schema, ["limit", 3])
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"repository": "octo/repo", "title": "bug \ud800"},
+        {"repository": "octo/repo", "title": "bug", "body": "\udfff text"},
+    ],
+    ids=["title", "body"],
+)
+async def test_lone_surrogate_arguments_are_invalid_and_nothing_is_sent(
+    arguments: dict[str, Any],
+) -> None:
+    """A model or a client-held marker can produce such a string; UTF-8 cannot encode it, so
+    the request body could not be built (UnicodeEncodeError, a 500)."""
+    api = Api(answer(GITHUB_ISSUE, 201))
+    error = await fail(GithubCreateIssue(api_base=GITHUB), api, arguments)
+    assert error.kind == "invalid_arguments"
+    assert "valid Unicode" in error.message
+    assert api.requests == []
+
+
+@pytest.mark.anyio
+async def test_provider_text_with_lone_surrogates_becomes_replacement_characters() -> None:
+    raw = b'{"login": "octo\\ud800cat", "name": "\\udc00", "html_url": "https://x.test"}'
+    api = Api(lambda request: httpx2.Response(200, content=raw))
+    result = await run(GithubWhoami(api_base=GITHUB), api)
+    assert result["login"] == "octo\ufffdcat"
+    assert result["name"] == "\ufffd"
+    json.dumps(result, ensure_ascii=False).encode("utf-8")  # strict: the reply can carry it
+
+
 # ------------------------------------------------------------------------------------ OIDC
 
 

@@ -34,6 +34,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx2
 
+from agent.text import has_lone_surrogate, replace_lone_surrogates
 from agent.tooling import Tool, ToolError, ToolSpec
 
 __all__ = [
@@ -102,6 +103,9 @@ def _check_value(name: str, schema: Mapping[str, Any], value: object) -> object:
     if kind == "string":
         if not isinstance(value, str):
             raise _invalid(f"{label} must be a string")
+        if has_lone_surrogate(value):
+            # Not text: no provider could be sent it (UTF-8 cannot encode it).
+            raise _invalid(f"{label} must be valid Unicode text")
         min_length = schema.get("minLength")
         max_length = schema.get("maxLength")
         if min_length is not None and len(value) < min_length:
@@ -179,8 +183,10 @@ def validate_arguments(schema: Mapping[str, Any], arguments: object) -> dict[str
 
 
 def _text(value: object, limit: int = MAX_TEXT) -> str | None:
+    """A provider's string, cut to `limit` and encodable as UTF-8 (for the reply and model)."""
     if not isinstance(value, str):
         return None
+    value = replace_lone_surrogates(value)
     return value if len(value) <= limit else value[: limit - 1] + "\u2026"
 
 
