@@ -382,22 +382,29 @@ async def test_no_token_reaches_the_model(
         {"Bearer abc123": "key, not value"},
     ],
 )
-async def test_bearer_looking_tool_result_is_refused(
+async def test_bearer_looking_tool_result_is_withheld_not_a_500(
     client: Any, stubber: Stubber, requests: list[dict[str, Any]], content: dict[str, Any]
 ) -> None:
+    """Tool results carry provider text a user (or whoever invites them to a meeting) writes:
+    a repository described as "Bearer abc123" used to raise out of the turn, a 500 on demand.
+    The result is withheld from the model instead, and the turn goes on."""
     stubber.add_response(
         "converse", converse_reply([tool_use("t", "mock_whoami", {})], stop="tool_use")
     )
+    stubber.add_response("converse", converse_reply([{"text": "I could not read that."}]))
     execute = FakeExecute({"mock_whoami": outcome("mock_whoami", "mock", "ok", content)})
 
-    with pytest.raises(ValueError, match="bearer") as info:
-        await BedrockModel(client=client, model_id=MODEL_ID).respond(
-            history=[], message="hi", tools=[WHOAMI], execute=execute
-        )
+    reply = await BedrockModel(client=client, model_id=MODEL_ID).respond(
+        history=[], message="hi", tools=[WHOAMI], execute=execute
+    )
 
-    assert len(requests) == 1  # nothing further was sent
-    assert "abc" not in str(info.value)
-    assert "ZXhh" not in str(info.value)
+    assert reply.text == "I could not read that."
+    (result,) = requests[1]["messages"][-1]["content"]
+    assert result["toolResult"]["status"] == "error"
+    assert result["toolResult"]["content"][0]["json"]["error"] == "withheld"
+    sent = json.dumps(requests)
+    assert "abc" not in sent
+    assert "ZXhh" not in sent
 
 
 def test_bearer_check_ignores_prose() -> None:
