@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -329,3 +330,148 @@ def test_a_reply_with_lone_surrogates_is_sent_as_replacement_characters() -> Non
     assert response.status_code == 200
     assert response.content.decode("utf-8")  # strict UTF-8
     assert response.json()["reply"] == "caf\u00e9 \ufffd and \U0001f600"
+
+
+# ----------------------------------------------------------- a deterministic fuzz of the bodies
+
+_TEXTS = [
+    b'""',
+    b'"   "',
+    rb'"\u0000"',
+    rb'"\ud83d\ude00 ok"',
+    b'"confirm"',
+    b'"yes"',
+    b'"cancel"',
+    b'"who am I on github"',
+    b'"list my repositories"',
+    b'"upcoming events"',
+    b'"my mail"',
+    b'"microsoft profile"',
+    rb'"create issue \"Title\" in octo/repo"',
+    b'"create an issue in octo/repo titled \\u0000"',
+    b'"\xe2\x80\xae\xf0\x9f\x98\x80 caf\xc3\xa9"',  # RLO, emoji, accent (raw UTF-8)
+    b'"Bearer abc123"',
+    b'"[[pending-[[pending-action:AAAA]]action:BBBB]]"',
+    b'"' + b"x" * 9000 + b'"',
+]
+_LONE_SURROGATES = [rb'"\ud800"', rb'"x\udfff"', rb'"\ud83d"', rb'"create issue \"\udc00\" in o/r"']
+_ATOMS = [
+    b"null",
+    b"true",
+    b"0",
+    b"-0.0",
+    b"1e999",  # parses as float("inf")
+    b"9" * 4300,  # the longest integer Python converts
+    b"[]",
+    b"{}",
+    b'"user"',
+    b'"assistant"',
+]
+_POISON = [b"NaN", b"-Infinity", b"9" * 4301, b"[1,]", b"\xff"]  # each spoils the whole body
+_KEYS = [
+    b'"message"',
+    b'"history"',
+    b'"role"',
+    b'"text"',
+    rb'"\ud800"',
+    b'""',
+    b'"' + b"k" * 999 + b'"',
+]
+_MARKER_PAYLOADS = [
+    b'{"tool":"github_create_issue","arguments":{"repository":"octo/repo","title":"T"}}',
+    b'{"tool":"github_create_issue","arguments":{"repository":"octo/repo","title":"\\udfff"}}',
+    b'{"tool":"github_create_issue","arguments":{"repository":"o/r","title":"T","x":1e999}}',
+    b'{"tool":"github_whoami","arguments":{}}',
+    b'{"tool":"nope","arguments":[]}',
+    b'{"tool":1}',
+    b"[" * 3000,
+    b"\xff",
+    b"",
+]
+
+
+def _fuzz_text(rng: random.Random) -> bytes:
+    if rng.random() < 0.01:
+        return rng.choice(_LONE_SURROGATES)
+    if rng.random() < 0.3:
+        marker = base64.urlsafe_b64encode(rng.choice(_MARKER_PAYLOADS)).rstrip(b"=")
+        return b'"done [[pending-action:' + marker + b']]"'
+    return rng.choice(_TEXTS)
+
+
+def _fuzz_value(rng: random.Random, level: int) -> bytes:
+    pick = rng.random()
+    if pick < 0.02:
+        return rng.choice(_POISON)
+    if pick < 0.06:
+        depth = rng.choice([31, 33, 1000, 3000])
+        return b"[" * depth + rng.choice(_ATOMS) + b"]" * depth
+    if pick < 0.12 and level < 3:
+        items = b",".join(_fuzz_value(rng, level + 1) for _ in range(rng.randint(0, 4)))
+        return b"[" + items + b"]"
+    if pick < 0.18 and level < 3:
+        members = [rng.choice(_KEYS) + b":" + _fuzz_value(rng, level + 1) for _ in range(3)]
+        return b"{" + b",".join(members[: rng.randint(0, 3)]) + b"}"
+    if pick < 0.3:
+        return rng.choice(_ATOMS)
+    return _fuzz_text(rng)
+
+
+def _fuzz_turn(rng: random.Random) -> bytes:
+    if rng.random() < 0.05:
+        return _fuzz_value(rng, 2)
+    role = rng.choice([b'"user"', b'"assistant"', b'"assistant"'] * 5 + [b'"tool"', b"1"])
+    text = _fuzz_text(rng) if rng.random() < 0.9 else _fuzz_value(rng, 2)
+    members = [b'"role":' + role, b'"text":' + text]
+    if rng.random() < 0.05:
+        members.append(rng.choice(_KEYS) + b":" + _fuzz_value(rng, 2))  # extra or duplicate
+    rng.shuffle(members)
+    return b"{" + b",".join(members) + b"}"
+
+
+def _fuzz_body(rng: random.Random) -> bytes:
+    """A chat body that is usually well-formed at the top and odd somewhere inside."""
+    if rng.random() < 0.05:
+        return _fuzz_value(rng, 0)
+    message = _fuzz_text(rng) if rng.random() < 0.8 else _fuzz_value(rng, 1)
+    members = [b'"message":' + message]
+    if rng.random() < 0.8:
+        turns = [_fuzz_turn(rng) for _ in range(rng.choice([0, 1, 2, 3, 5, 40, 41]))]
+        members.append(b'"history":[' + b",".join(turns) + b"]")
+    if rng.random() < 0.1:
+        members.append(rng.choice(_KEYS) + b":" + _fuzz_value(rng, 1))  # duplicate or unknown
+    rng.shuffle(members)
+    return b"{" + b",".join(members) + b"}"
+
+
+def _odd_provider(request: httpx2.Request) -> httpx2.Response:
+    """Providers whose answers carry lone surrogates and bearer-looking text."""
+    if request.url.path in ("/internal/tokens", "/jwks.json") or request.url.path.endswith(
+        ("/jwks.json", "/issues")
+    ):
+        return _granting(request)
+    if request.url.path == "/user/repos":
+        return httpx2.Response(200, content=rb'[{"full_name":"o/\udc00","description":"x"}]')
+    return httpx2.Response(
+        200, content=rb'{"login":"oct\ud800","name":"Bearer abc123","items":[],"value":[]}'
+    )
+
+
+def test_no_body_a_signed_in_user_can_send_is_a_5xx() -> None:
+    """300 seeded bodies (deep nesting, lone surrogates, huge numbers, NaN, odd types,
+    duplicate and unknown keys, too many turns, forged pending actions) against providers that
+    answer with odd text: every answer is a 200, 400 or 413 whose body is strict UTF-8 JSON."""
+    rng = random.Random(20260101)  # noqa: S311 - a seeded, reproducible test input
+    settings = Settings.from_env(ENV)
+    services = build_services(settings, transport=httpx2.MockTransport(_odd_provider))
+    headers = {"authorization": f"Bearer {_token()}", "content-type": "application/json"}
+    seen: set[int] = set()
+    with TestClient(create_app(settings, services=services), raise_server_exceptions=False) as c:
+        for i in range(300):
+            raw = _fuzz_body(rng)
+            path = "/app/chat" if i % 2 else "/api/chat"
+            response = c.post(path, content=raw, headers=headers)
+            assert response.status_code in (200, 400, 413), raw[:300]
+            json.loads(response.content.decode("utf-8"))
+            seen.add(response.status_code)
+    assert seen >= {200, 400}  # the generator reaches both outcomes
