@@ -458,7 +458,7 @@ def _odd_provider(request: httpx2.Request) -> httpx2.Response:
 
 
 def test_no_body_a_signed_in_user_can_send_is_a_5xx() -> None:
-    """300 seeded bodies (deep nesting, lone surrogates, huge numbers, NaN, odd types,
+    """200 seeded bodies (deep nesting, lone surrogates, huge numbers, NaN, odd types,
     duplicate and unknown keys, too many turns, forged pending actions) against providers that
     answer with odd text: every answer is a 200, 400 or 413 whose body is strict UTF-8 JSON."""
     rng = random.Random(20260101)  # noqa: S311 - a seeded, reproducible test input
@@ -467,7 +467,7 @@ def test_no_body_a_signed_in_user_can_send_is_a_5xx() -> None:
     headers = {"authorization": f"Bearer {_token()}", "content-type": "application/json"}
     seen: set[int] = set()
     with TestClient(create_app(settings, services=services), raise_server_exceptions=False) as c:
-        for i in range(300):
+        for i in range(200):
             raw = _fuzz_body(rng)
             path = "/app/chat" if i % 2 else "/api/chat"
             response = c.post(path, content=raw, headers=headers)

@@ -243,18 +243,32 @@ def converse_messages(history: Sequence[Turn], message: str) -> list[dict[str, A
 
 
 def tool_config(tools: Sequence[ToolSpec]) -> dict[str, Any]:
+    """The Converse `toolConfig`: the only place it is built.
+
+    Schemas are copied into plain dicts and lists all the way down: a schema written with a
+    read-only mapping would otherwise fail botocore's parameter check on every request.
+    """
     return {
         "tools": [
             {
                 "toolSpec": {
                     "name": spec.name,
                     "description": spec.description,
-                    "inputSchema": {"json": dict(spec.input_schema)},
+                    "inputSchema": {"json": _plain(spec.input_schema)},
                 }
             }
             for spec in tools
         ]
     }
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy made of dicts and lists (JSON, as botocore accepts it)."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 def refuse_bearer_strings(value: Any) -> None:
