@@ -14,6 +14,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.testclient import TestClient
+from starlette.types import Message
 
 from agent.app import build_services, create_app
 from agent.settings import Settings
@@ -59,6 +60,11 @@ def _routes(request: httpx2.Request) -> httpx2.Response:
             },
         )
     return httpx2.Response(404)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 @pytest.fixture
@@ -475,3 +481,43 @@ def test_no_body_a_signed_in_user_can_send_is_a_5xx() -> None:
             json.loads(response.content.decode("utf-8"))
             seen.add(response.status_code)
     assert seen >= {200, 400}  # the generator reaches both outcomes
+
+
+@pytest.mark.anyio
+async def test_a_body_cut_short_by_the_client_is_not_a_500() -> None:
+    """A client that disconnects halfway through its body made Starlette raise
+    ClientDisconnect: a 500 and an error log line, for nothing but a closed connection."""
+    settings = Settings.from_env(ENV)
+    services = build_services(settings, transport=httpx2.MockTransport(_routes))
+    app = create_app(settings, services=services)
+    incoming: list[Message] = [
+        {"type": "http.request", "body": b'{"mess', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/chat",
+        "headers": [
+            (b"authorization", f"Bearer {_token()}".encode()),
+            (b"content-type", b"application/json"),
+        ],
+        "query_string": b"",
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("agent", 8080),
+        "client": ("192.0.2.1", 40000),
+        "root_path": "",
+    }
+    await app(scope, receive, send)
+    (start,) = [m for m in sent if m["type"] == "http.response.start"]
+    assert start["status"] == 400
+    await services.http.aclose()

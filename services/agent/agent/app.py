@@ -18,7 +18,7 @@ from typing import Any
 import httpx2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -233,6 +233,9 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
             return _error(415, "unsupported_media_type", "send application/json")
         try:
             body = parse_object(await request.body())
+        except ClientDisconnect:
+            # Nobody will read this answer; it only must not be logged and counted as a 500.
+            return _error(400, "invalid_request", "the body was cut short", field="body")
         except BodyError as exc:
             return _error(400, "invalid_request", exc.message, field=exc.field)
         parsed = _parse(body, settings)
