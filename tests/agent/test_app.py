@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import random
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,12 +14,21 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.testclient import TestClient
+from starlette.types import Message
 
 from agent.app import build_services, create_app
 from agent.settings import Settings
+from agent.tooling import ModelReply
+from svc_common.jsonbody import MAX_DEPTH
 
 ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TEST"
 KEY = RSAKey.generate_key(2048, parameters={"kid": "k1", "use": "sig"})
+ENV = {
+    "COGNITO_ISSUER": ISSUER,
+    "COGNITO_CLIENT_IDS": "c1",
+    "BINDER_INTERNAL_URL": "http://binder:8081",
+    "AGENT_MODEL": "offline",
+}
 
 
 def _token(sub: str = "alice", **claims: Any) -> str:
@@ -51,18 +63,17 @@ def _routes(request: httpx2.Request) -> httpx2.Response:
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
 def client() -> Iterator[TestClient]:
-    settings = Settings.from_env(
-        {
-            "COGNITO_ISSUER": ISSUER,
-            "COGNITO_CLIENT_IDS": "c1",
-            "BINDER_INTERNAL_URL": "http://binder:8081",
-            "AGENT_MODEL": "offline",
-            "AGENT_PROVIDERS": "github",
-        }
-    )
+    settings = Settings.from_env({**ENV, "AGENT_PROVIDERS": "github"})
     services = build_services(settings, transport=httpx2.MockTransport(_routes))
-    with TestClient(create_app(settings, services=services)) as test_client:
+    # As the load balancer sees it: an unhandled exception is a 500 response, not a test error.
+    app = create_app(settings, services=services)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -155,3 +166,358 @@ def test_chat_page_is_served_with_a_strict_policy(client: TestClient) -> None:
     assert page.headers["x-frame-options"] == "DENY"
     assert client.get("/app/static/chat.js").status_code == 200
     assert client.get("/app/static/../app.py").status_code == 404
+
+
+# ------------------------------------------------------------------ no 5xx for any request body
+
+
+def _raw(client: TestClient, raw: bytes, path: str = "/api/chat") -> Any:
+    headers = {"authorization": f"Bearer {_token()}", "content-type": "application/json"}
+    return client.post(path, content=raw, headers=headers)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _confirm_after(marker_payload: bytes) -> bytes:
+    """A 'confirm' whose history ends with an assistant turn carrying this pending action."""
+    text = f"Shall I?\n[[pending-action:{_b64(marker_payload)}]]"
+    body = {"message": "confirm", "history": [{"role": "assistant", "text": text}]}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/app/chat"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 1000 + b"]" * 1000,  # about 2 KB: RecursionError inside json.loads
+        b'{"message":' + b"[" * 1000 + b"]" * 1000 + b"}",
+        b'{"message":"hi","history":' + b'{"a":' * 1000 + b"1" + b"}" * 1000 + b"}",
+        b'{"message":"hi","history":[' + b"[" * 60 + b"]" * 60 + b"]}",  # parses, too deep
+    ],
+    ids=["array", "in-message", "in-history", "parses-but-too-deep"],
+)
+def test_deeply_nested_json_is_400_naming_the_problem(
+    client: TestClient, path: str, raw: bytes
+) -> None:
+    headers = {"content-type": "application/json"}
+    if path == "/app/chat":
+        headers["x-amzn-oidc-accesstoken"] = _token()
+    else:
+        headers["authorization"] = f"Bearer {_token()}"
+    response = client.post(path, content=raw, headers=headers)
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_request",
+        "message": f"JSON nested more than {MAX_DEPTH} levels deep",
+        "field": "body",
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('{"message":"hi"}'.encode("utf-16"), "the body is not UTF-8"),
+        (b'{"message":"hi\xff"}', "the body is not UTF-8"),
+        (b'{"message": NaN}', "malformed JSON"),
+        (b'{"message":' + b"9" * 5000 + b"}", "malformed JSON"),  # past int's digit limit
+        (b"", "malformed JSON"),
+        (b'"hi"', "expected a JSON object"),
+    ],
+    ids=["utf-16", "invalid-utf-8", "nan", "huge-integer", "empty", "string"],
+)
+def test_undecodable_bodies_are_400_naming_the_problem(
+    client: TestClient, raw: bytes, message: str
+) -> None:
+    response = _raw(client, raw)
+    assert response.status_code == 400
+    assert response.json()["message"] == message
+    assert response.json()["field"] == "body"
+
+
+def test_json_media_type_is_matched_case_insensitively(client: TestClient) -> None:
+    response = _chat(client, {"message": "hi"}, **{"content-type": "Application/JSON"})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (rb'{"message":"hi \ud800"}', "message"),
+        (rb'{"message":"create issue \"\udfff\" in octo/repo"}', "message"),
+        (rb'{"message":"hi","history":[{"role":"user","text":"\udc00 x"}]}', "history[0].text"),
+        (rb'{"message":"hi","history":[{"role":"\ud800","text":"x"}]}', "history[0].role"),
+        (rb'{"message":"hi","history":[{"role":"user","text":"x","\ud800":1}]}', "history[0]"),
+        (rb'{"message":"hi","\ud83d":1}', "body"),  # a high surrogate without its low half
+    ],
+    ids=["message", "issue-title", "history-text", "role", "turn-key", "body-key"],
+)
+def test_lone_surrogates_are_400_naming_the_field(
+    client: TestClient, raw: bytes, field: str
+) -> None:
+    """RFC 7493 (I-JSON): strings must not hold surrogates. Such text cannot be encoded as
+    UTF-8, so it broke the response encoder (500), the provider request, or Bedrock."""
+    response = _raw(client, raw)
+    assert response.status_code == 400
+    assert response.json()["field"] == field
+    assert "Unicode" in response.json()["message"]
+
+
+def test_a_surrogate_pair_is_ordinary_text(client: TestClient) -> None:
+    response = _raw(client, rb'{"message":"who am I \ud83d\ude00"}')
+    assert response.status_code == 200
+
+
+def test_an_unknown_field_is_named_but_not_echoed_in_full(client: TestClient) -> None:
+    response = _chat(client, {"message": "hi", "k" * 60000: 1})
+    assert response.status_code == 400
+    assert response.json()["field"] == "k" * 64
+    assert len(response.content) < 400
+
+
+def _granting(request: httpx2.Request) -> httpx2.Response:
+    """A binder that hands out a token and a GitHub that creates every issue."""
+    if request.url.path == "/internal/tokens":
+        body = {"access_token": "gho_x", "token_type": "Bearer", "scopes": ["repo"]}
+        return httpx2.Response(200, json=body)
+    if request.url.path.endswith("/issues"):
+        return httpx2.Response(201, json={"number": 1, "html_url": "https://github.test/1"})
+    return _routes(request)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[" * 2900,  # nested past the recursion limit inside the pending-action marker
+        b'{"tool":"github_create_issue","arguments":' + b"[" * 100 + b"]" * 100 + b"}",
+        b'{"tool":"github_create_issue","arguments":{"repository":"a/b","title":"\\ud800"}}',
+        b'{"tool":"github_create_issue","arguments":{"repository":"a/b","title":"t",'
+        b'"body":"\\udc00"}}',
+        b'{"tool":"github_create_issue","arguments":{"repository":"a/b","title":NaN}}',
+        b"\xff\xfe\x00",
+    ],
+    ids=["deep", "deep-arguments", "surrogate-title", "surrogate-body", "nan", "not-utf8"],
+)
+def test_a_malformed_pending_action_in_the_history_is_not_a_500(payload: bytes) -> None:
+    """The pending-action marker comes back from the client: it is untrusted input too."""
+    settings = Settings.from_env({**ENV, "AGENT_PROVIDERS": "github"})
+    calls: list[httpx2.Request] = []
+
+    def routes(request: httpx2.Request) -> httpx2.Response:
+        calls.append(request)
+        return _granting(request)
+
+    services = build_services(settings, transport=httpx2.MockTransport(routes))
+    with TestClient(create_app(settings, services=services), raise_server_exceptions=False) as c:
+        calls.clear()
+        response = _raw(c, _confirm_after(payload))
+    assert response.status_code == 200
+    assert all(call["status"] == "error" for call in response.json()["tool_calls"])
+    assert not [r for r in calls if r.url.path.endswith("/issues")]  # nothing was created
+
+
+class _EchoModel:
+    """A model whose reply holds text that cannot be encoded as UTF-8 (a lone surrogate), as
+    Bedrock or a provider's JSON could hand it over."""
+
+    name = "echo"
+
+    async def respond(self, **_: Any) -> ModelReply:
+        return ModelReply(text="caf\u00e9 \ud800 and \U0001f600")
+
+
+def test_a_reply_with_lone_surrogates_is_sent_as_replacement_characters() -> None:
+    settings = Settings.from_env(ENV)
+    services = build_services(settings, model=_EchoModel(), transport=httpx2.MockTransport(_routes))
+    app = create_app(settings, services=services)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = _chat(client, {"message": "hi"})
+    assert response.status_code == 200
+    assert response.content.decode("utf-8")  # strict UTF-8
+    assert response.json()["reply"] == "caf\u00e9 \ufffd and \U0001f600"
+
+
+# ----------------------------------------------------------- a deterministic fuzz of the bodies
+
+_TEXTS = [
+    b'""',
+    b'"   "',
+    rb'"\u0000"',
+    rb'"\ud83d\ude00 ok"',
+    b'"confirm"',
+    b'"yes"',
+    b'"cancel"',
+    b'"who am I on github"',
+    b'"list my repositories"',
+    b'"upcoming events"',
+    b'"my mail"',
+    b'"microsoft profile"',
+    rb'"create issue \"Title\" in octo/repo"',
+    b'"create an issue in octo/repo titled \\u0000"',
+    b'"\xe2\x80\xae\xf0\x9f\x98\x80 caf\xc3\xa9"',  # RLO, emoji, accent (raw UTF-8)
+    b'"Bearer abc123"',
+    b'"[[pending-[[pending-action:AAAA]]action:BBBB]]"',
+    b'"' + b"x" * 9000 + b'"',
+]
+_LONE_SURROGATES = [rb'"\ud800"', rb'"x\udfff"', rb'"\ud83d"', rb'"create issue \"\udc00\" in o/r"']
+_ATOMS = [
+    b"null",
+    b"true",
+    b"0",
+    b"-0.0",
+    b"1e999",  # parses as float("inf")
+    b"9" * 4300,  # the longest integer Python converts
+    b"[]",
+    b"{}",
+    b'"user"',
+    b'"assistant"',
+]
+_POISON = [b"NaN", b"-Infinity", b"9" * 4301, b"[1,]", b"\xff"]  # each spoils the whole body
+_KEYS = [
+    b'"message"',
+    b'"history"',
+    b'"role"',
+    b'"text"',
+    rb'"\ud800"',
+    b'""',
+    b'"' + b"k" * 999 + b'"',
+]
+_MARKER_PAYLOADS = [
+    b'{"tool":"github_create_issue","arguments":{"repository":"octo/repo","title":"T"}}',
+    b'{"tool":"github_create_issue","arguments":{"repository":"octo/repo","title":"\\udfff"}}',
+    b'{"tool":"github_create_issue","arguments":{"repository":"o/r","title":"T","x":1e999}}',
+    b'{"tool":"github_whoami","arguments":{}}',
+    b'{"tool":"nope","arguments":[]}',
+    b'{"tool":1}',
+    b"[" * 3000,
+    b"\xff",
+    b"",
+]
+
+
+def _fuzz_text(rng: random.Random) -> bytes:
+    if rng.random() < 0.01:
+        return rng.choice(_LONE_SURROGATES)
+    if rng.random() < 0.3:
+        marker = base64.urlsafe_b64encode(rng.choice(_MARKER_PAYLOADS)).rstrip(b"=")
+        return b'"done [[pending-action:' + marker + b']]"'
+    return rng.choice(_TEXTS)
+
+
+def _fuzz_value(rng: random.Random, level: int) -> bytes:
+    pick = rng.random()
+    if pick < 0.02:
+        return rng.choice(_POISON)
+    if pick < 0.06:
+        depth = rng.choice([31, 33, 1000, 3000])
+        return b"[" * depth + rng.choice(_ATOMS) + b"]" * depth
+    if pick < 0.12 and level < 3:
+        items = b",".join(_fuzz_value(rng, level + 1) for _ in range(rng.randint(0, 4)))
+        return b"[" + items + b"]"
+    if pick < 0.18 and level < 3:
+        members = [rng.choice(_KEYS) + b":" + _fuzz_value(rng, level + 1) for _ in range(3)]
+        return b"{" + b",".join(members[: rng.randint(0, 3)]) + b"}"
+    if pick < 0.3:
+        return rng.choice(_ATOMS)
+    return _fuzz_text(rng)
+
+
+def _fuzz_turn(rng: random.Random) -> bytes:
+    if rng.random() < 0.05:
+        return _fuzz_value(rng, 2)
+    role = rng.choice([b'"user"', b'"assistant"', b'"assistant"'] * 5 + [b'"tool"', b"1"])
+    text = _fuzz_text(rng) if rng.random() < 0.9 else _fuzz_value(rng, 2)
+    members = [b'"role":' + role, b'"text":' + text]
+    if rng.random() < 0.05:
+        members.append(rng.choice(_KEYS) + b":" + _fuzz_value(rng, 2))  # extra or duplicate
+    rng.shuffle(members)
+    return b"{" + b",".join(members) + b"}"
+
+
+def _fuzz_body(rng: random.Random) -> bytes:
+    """A chat body that is usually well-formed at the top and odd somewhere inside."""
+    if rng.random() < 0.05:
+        return _fuzz_value(rng, 0)
+    message = _fuzz_text(rng) if rng.random() < 0.8 else _fuzz_value(rng, 1)
+    members = [b'"message":' + message]
+    if rng.random() < 0.8:
+        turns = [_fuzz_turn(rng) for _ in range(rng.choice([0, 1, 2, 3, 5, 40, 41]))]
+        members.append(b'"history":[' + b",".join(turns) + b"]")
+    if rng.random() < 0.1:
+        members.append(rng.choice(_KEYS) + b":" + _fuzz_value(rng, 1))  # duplicate or unknown
+    rng.shuffle(members)
+    return b"{" + b",".join(members) + b"}"
+
+
+def _odd_provider(request: httpx2.Request) -> httpx2.Response:
+    """Providers whose answers carry lone surrogates and bearer-looking text."""
+    if request.url.path in ("/internal/tokens", "/jwks.json") or request.url.path.endswith(
+        ("/jwks.json", "/issues")
+    ):
+        return _granting(request)
+    if request.url.path == "/user/repos":
+        return httpx2.Response(200, content=rb'[{"full_name":"o/\udc00","description":"x"}]')
+    return httpx2.Response(
+        200, content=rb'{"login":"oct\ud800","name":"Bearer abc123","items":[],"value":[]}'
+    )
+
+
+def test_no_body_a_signed_in_user_can_send_is_a_5xx() -> None:
+    """200 seeded bodies (deep nesting, lone surrogates, huge numbers, NaN, odd types,
+    duplicate and unknown keys, too many turns, forged pending actions) against providers that
+    answer with odd text: every answer is a 200, 400 or 413 whose body is strict UTF-8 JSON."""
+    rng = random.Random(20260101)  # noqa: S311 - a seeded, reproducible test input
+    settings = Settings.from_env(ENV)
+    services = build_services(settings, transport=httpx2.MockTransport(_odd_provider))
+    headers = {"authorization": f"Bearer {_token()}", "content-type": "application/json"}
+    seen: set[int] = set()
+    with TestClient(create_app(settings, services=services), raise_server_exceptions=False) as c:
+        for i in range(200):
+            raw = _fuzz_body(rng)
+            path = "/app/chat" if i % 2 else "/api/chat"
+            response = c.post(path, content=raw, headers=headers)
+            assert response.status_code in (200, 400, 413), raw[:300]
+            json.loads(response.content.decode("utf-8"))
+            seen.add(response.status_code)
+    assert seen >= {200, 400}  # the generator reaches both outcomes
+
+
+@pytest.mark.anyio
+async def test_a_body_cut_short_by_the_client_is_not_a_500() -> None:
+    """A client that disconnects halfway through its body made Starlette raise
+    ClientDisconnect: a 500 and an error log line, for nothing but a closed connection."""
+    settings = Settings.from_env(ENV)
+    services = build_services(settings, transport=httpx2.MockTransport(_routes))
+    app = create_app(settings, services=services)
+    incoming: list[Message] = [
+        {"type": "http.request", "body": b'{"mess', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/chat",
+        "headers": [
+            (b"authorization", f"Bearer {_token()}".encode()),
+            (b"content-type", b"application/json"),
+        ],
+        "query_string": b"",
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("agent", 8080),
+        "client": ("192.0.2.1", 40000),
+        "root_path": "",
+    }
+    await app(scope, receive, send)
+    (start,) = [m for m in sent if m["type"] == "http.response.start"]
+    assert start["status"] == 400
+    await services.http.aclose()

@@ -6,12 +6,14 @@ import copy
 import itertools
 import json
 from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import boto3
 import botocore.exceptions
 import pytest
 from botocore.stub import Stubber
+from botocore.validate import ParamValidator
 
 from agent.model import (
     DEFAULT_SYSTEM_PROMPT,
@@ -24,8 +26,10 @@ from agent.model import (
     converse_messages,
     refuse_bearer_strings,
     scrub,
+    tool_config,
 )
 from agent.tooling import Model, ToolOutcome, ToolSpec, Turn
+from agent.tools import default_tools
 
 MODEL_ID = "anthropic.claude-test-v1:0"
 SECRET = "gho_SECRETSECRETSECRET0123456789abcdef"  # a provider access token the model must not see
@@ -382,22 +386,29 @@ async def test_no_token_reaches_the_model(
         {"Bearer abc123": "key, not value"},
     ],
 )
-async def test_bearer_looking_tool_result_is_refused(
+async def test_bearer_looking_tool_result_is_withheld_not_a_500(
     client: Any, stubber: Stubber, requests: list[dict[str, Any]], content: dict[str, Any]
 ) -> None:
+    """Tool results carry provider text a user (or whoever invites them to a meeting) writes:
+    a repository described as "Bearer abc123" used to raise out of the turn, a 500 on demand.
+    The result is withheld from the model instead, and the turn goes on."""
     stubber.add_response(
         "converse", converse_reply([tool_use("t", "mock_whoami", {})], stop="tool_use")
     )
+    stubber.add_response("converse", converse_reply([{"text": "I could not read that."}]))
     execute = FakeExecute({"mock_whoami": outcome("mock_whoami", "mock", "ok", content)})
 
-    with pytest.raises(ValueError, match="bearer") as info:
-        await BedrockModel(client=client, model_id=MODEL_ID).respond(
-            history=[], message="hi", tools=[WHOAMI], execute=execute
-        )
+    reply = await BedrockModel(client=client, model_id=MODEL_ID).respond(
+        history=[], message="hi", tools=[WHOAMI], execute=execute
+    )
 
-    assert len(requests) == 1  # nothing further was sent
-    assert "abc" not in str(info.value)
-    assert "ZXhh" not in str(info.value)
+    assert reply.text == "I could not read that."
+    (result,) = requests[1]["messages"][-1]["content"]
+    assert result["toolResult"]["status"] == "error"
+    assert result["toolResult"]["content"][0]["json"]["error"] == "withheld"
+    sent = json.dumps(requests)
+    assert "abc" not in sent
+    assert "ZXhh" not in sent
 
 
 def test_bearer_check_ignores_prose() -> None:
@@ -408,6 +419,54 @@ def test_bearer_check_ignores_prose() -> None:
 
 
 # --- Bedrock: request shape ---------------------------------------------------------------------
+
+
+def test_tool_config_is_plain_json_of_every_tool() -> None:
+    """The one builder of Converse's toolConfig (ToolRegistry.bedrock_tool_config was an unused
+    second one). A read-only mapping inside a schema used to pass through as is, which
+    botocore's parameter check refuses: every Converse call would have failed (a 502)."""
+    read_only = ToolSpec(
+        name="probe",
+        description="A probe.",
+        input_schema=MappingProxyType(
+            {
+                "type": "object",
+                "properties": MappingProxyType({"q": MappingProxyType({"type": "string"})}),
+                "required": ("q",),
+                "additionalProperties": False,
+            }
+        ),
+        provider="github",
+        scopes=("repo",),
+    )
+    specs = [tool.spec for tool in default_tools()] + [read_only]
+    config = tool_config(specs)
+    assert json.loads(json.dumps(config)) == config  # plain JSON all the way down
+    assert list(config) == ["tools"]
+    for entry, item in zip(config["tools"], specs, strict=True):
+        assert entry == {
+            "toolSpec": {
+                "name": item.name,
+                "description": item.description,
+                "inputSchema": {"json": _as_json(item.input_schema)},
+            }
+        }
+    assert config["tools"][-1]["toolSpec"]["inputSchema"]["json"]["required"] == ["q"]
+    report = ParamValidator().validate(
+        {"modelId": MODEL_ID, "messages": [], "toolConfig": config},
+        boto3.client("bedrock-runtime", region_name="us-east-1")
+        .meta.service_model.operation_model("Converse")
+        .input_shape,
+    )
+    assert not report.has_errors(), report.generate_report()
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _as_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_json(item) for item in value]
+    return value
 
 
 def test_history_merges_same_role_turns_and_drops_leading_assistant() -> None:

@@ -1,4 +1,10 @@
-"""The agent's ASGI application: the chat page, the chat API (browser and bearer), healthz."""
+"""The agent's ASGI application: the chat page, the chat API (browser and bearer), healthz.
+
+No request body a signed-in user can send makes it answer 5xx (the target 5xx alarms must
+mean "broken", not "someone sent odd JSON"): the body is parsed by the shared
+`svc_common.jsonbody` parser (depth-bounded, UTF-8 only), text that UTF-8 cannot encode is
+refused, and responses are encoded so that no model or provider text can break them.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from typing import Any
 import httpx2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -21,10 +27,12 @@ from agent.binder_client import BinderClient
 from agent.chat import ChatService
 from agent.model import BedrockModel, ModelError, ModelUnavailable, OfflinePlanner
 from agent.settings import Settings
+from agent.text import has_lone_surrogate, replace_lone_surrogates
 from agent.tooling import Model, Turn
 from agent.tools import ToolRegistry, default_tools
 from svc_common.health import healthz_route
 from svc_common.identity import CognitoVerifier, InvalidToken, VerifiedUser, token_from_headers
+from svc_common.jsonbody import BodyError, is_json, parse_object
 from svc_common.middleware import RequestGuard, SecurityHeaders
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -99,18 +107,61 @@ def build_services(
     return Services(settings=settings, verifier=verifier, chat=chat, model=model, http=http)
 
 
+# Characters of a client-chosen field name quoted back in a 400.
+_FIELD_CHARS = 64
+
+
+class _JSONResponse(JSONResponse):
+    """A JSON response whose body is always valid UTF-8.
+
+    Starlette's encoder raises (a 500) on a lone surrogate, which a model's reply or a
+    provider's JSON can hold: it is sent as U+FFFD instead, like a browser's TextEncoder does.
+    """
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return replace_lone_surrogates(text).encode("utf-8")
+
+
 def _error(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
     headers = {"www-authenticate": 'Bearer error="invalid_token"'} if status == 401 else None
-    return JSONResponse({"error": error, "message": message, **extra}, status, headers=headers)
+    return _JSONResponse({"error": error, "message": message, **extra}, status, headers=headers)
 
 
-def _parse(body: Any, settings: Settings) -> tuple[str, list[Turn]] | JSONResponse:
-    if not isinstance(body, dict):
-        return _error(400, "invalid_request", "expected a JSON object", field="body")
+def _lone_surrogate_at(body: dict[str, Any]) -> str | None:
+    """The field holding a string UTF-8 cannot encode (a key's container for a bad key).
+
+    Walked without recursion; the parser has already bounded the depth.
+    """
+    stack: list[tuple[str, Any]] = [("body", body)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if has_lone_surrogate(value):
+                return where
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if has_lone_surrogate(key):
+                    return where
+                stack.append((key if where == "body" else f"{where}.{key}", item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
+def _parse(body: dict[str, Any], settings: Settings) -> tuple[str, list[Turn]] | JSONResponse:
+    bad_text = _lone_surrogate_at(body)
+    if bad_text is not None:
+        return _error(
+            400,
+            "invalid_request",
+            "text must be valid Unicode: no unpaired surrogate escapes such as \\ud800",
+            field=bad_text,
+        )
     unknown = set(body) - {"message", "history"}
     if unknown:
-        field = sorted(unknown)[0]
-        return _error(400, "invalid_request", f"unknown field {field[:40]}", field=field)
+        field = sorted(unknown)[0][:_FIELD_CHARS]
+        return _error(400, "invalid_request", f"unknown field {field}", field=field)
     message = body.get("message")
     if not isinstance(message, str) or not message.strip():
         return _error(400, "invalid_request", "message must be a non-empty string", field="message")
@@ -177,13 +228,16 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
         if isinstance(auth, JSONResponse):
             return auth
         user, token = auth
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        if not is_json(request.headers.get("content-type")):
             # Also the CSRF defence of /app/chat: a cross-site form cannot send JSON.
             return _error(415, "unsupported_media_type", "send application/json")
         try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return _error(400, "invalid_request", "malformed JSON", field="body")
+            body = parse_object(await request.body())
+        except ClientDisconnect:
+            # Nobody will read this answer; it only must not be logged and counted as a 500.
+            return _error(400, "invalid_request", "the body was cut short", field="body")
+        except BodyError as exc:
+            return _error(400, "invalid_request", exc.message, field=exc.field)
         parsed = _parse(body, settings)
         if isinstance(parsed, JSONResponse):
             return parsed
@@ -198,7 +252,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
                 request_id=request_id,
             )
         except ModelUnavailable:
-            return JSONResponse(
+            return _JSONResponse(
                 {
                     "error": "model_unavailable",
                     "message": "The model is temporarily unavailable. Try again in a moment.",
@@ -208,7 +262,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
             )
         except ModelError:
             return _error(502, "model_error", "The model refused the request.")
-        return JSONResponse(
+        return _JSONResponse(
             {
                 "reply": result.reply,
                 "model": result.model,

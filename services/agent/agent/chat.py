@@ -26,6 +26,7 @@ import httpx2
 from agent.binder_client import BinderClient, BinderRefused, BinderUnavailable, ConsentNeeded
 from agent.tooling import Model, Tool, ToolError, ToolOutcome, ToolSpec, Turn
 from svc_common.identity import VerifiedUser
+from svc_common.jsonbody import parse_object
 
 _audit = logging.getLogger("agent.audit")
 
@@ -50,11 +51,16 @@ def _encode_action(tool: str, arguments: Mapping[str, Any]) -> str:
 
 
 def _decode_action(token: str) -> tuple[str, dict[str, Any]] | None:
+    """The tool and arguments a marker names, or None if it is malformed.
+
+    Markers come back in the client's history, so they are parsed like a request body (depth
+    bounded, UTF-8 only, no NaN): a bare `json.loads` raised RecursionError, a 500.
+    """
     try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except ValueError:
+        data = parse_object(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except ValueError:  # binascii.Error and BodyError are both ValueErrors
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("tool"), str):
+    if not isinstance(data.get("tool"), str):
         return None
     arguments = data.get("arguments")
     return (data["tool"], arguments) if isinstance(arguments, dict) else None

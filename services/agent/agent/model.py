@@ -6,7 +6,7 @@
 
 What a model sees is user and assistant text and each tool's `ToolOutcome.content`; access
 tokens never enter its messages (tools return API results only, and tool results that look like
-an `Authorization: Bearer` header are refused here as a second line of defence).
+an `Authorization: Bearer` header are withheld here as a second line of defence).
 """
 
 from __future__ import annotations
@@ -196,7 +196,14 @@ class BedrockModel:
             "content": [{"json": outcome.content}],
             "status": "success" if outcome.status == "ok" else "error",
         }
-        refuse_bearer_strings(result)
+        try:
+            refuse_bearer_strings(result)
+        except ValueError:
+            # Provider text anyone can write (a repository description, a meeting title) may
+            # look like "Bearer x": it is withheld, and the turn goes on. Raising here made a
+            # 500 that a user could cause at will.
+            withheld = "The tool result was withheld: it looked like an access token."
+            return _error_result(tool_use_id, "withheld", withheld), outcome
         return result, outcome
 
     async def _converse(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -236,18 +243,32 @@ def converse_messages(history: Sequence[Turn], message: str) -> list[dict[str, A
 
 
 def tool_config(tools: Sequence[ToolSpec]) -> dict[str, Any]:
+    """The Converse `toolConfig`: the only place it is built.
+
+    Schemas are copied into plain dicts and lists all the way down: a schema written with a
+    read-only mapping would otherwise fail botocore's parameter check on every request.
+    """
     return {
         "tools": [
             {
                 "toolSpec": {
                     "name": spec.name,
                     "description": spec.description,
-                    "inputSchema": {"json": dict(spec.input_schema)},
+                    "inputSchema": {"json": _plain(spec.input_schema)},
                 }
             }
             for spec in tools
         ]
     }
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy made of dicts and lists (JSON, as botocore accepts it)."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 def refuse_bearer_strings(value: Any) -> None:

@@ -14,8 +14,11 @@ orchestrator obtained from the binder for this one call. Rules every tool follow
 - Timeouts come from the ``httpx2.AsyncClient`` the caller passes in.
 
 Arguments are checked against each tool's JSON Schema by a small validator for the subset the
-tools use (object, properties, required, additionalProperties false, string with
-minLength/maxLength/pattern, integer with minimum/maximum, boolean, enum, default).
+tools use: an object with properties, required and additionalProperties false; properties of
+type string (minLength, maxLength, pattern), integer (minimum, maximum) or boolean, each with
+optional enum and default. ``ToolRegistry`` refuses a tool whose schema uses anything else
+(``check_input_schema``): a keyword the validator ignored would be a constraint the model is
+shown and nobody enforces, so registration fails closed instead.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx2
 
+from agent.text import has_lone_surrogate, replace_lone_surrogates
 from agent.tooling import Tool, ToolError, ToolSpec
 
 __all__ = [
@@ -45,6 +49,7 @@ __all__ = [
     "MicrosoftMe",
     "OidcWhoami",
     "ToolRegistry",
+    "check_input_schema",
     "default_tools",
     "validate_arguments",
 ]
@@ -102,6 +107,9 @@ def _check_value(name: str, schema: Mapping[str, Any], value: object) -> object:
     if kind == "string":
         if not isinstance(value, str):
             raise _invalid(f"{label} must be a string")
+        if has_lone_surrogate(value):
+            # Not text: no provider could be sent it (UTF-8 cannot encode it).
+            raise _invalid(f"{label} must be valid Unicode text")
         min_length = schema.get("minLength")
         max_length = schema.get("maxLength")
         if min_length is not None and len(value) < min_length:
@@ -175,12 +183,154 @@ def validate_arguments(schema: Mapping[str, Any], arguments: object) -> dict[str
     return result
 
 
+# The schema subset ``validate_arguments`` enforces, keyword by keyword. Annotations (title and
+# description anywhere, examples on a property) never constrain a value, so ignoring them
+# accepts exactly what a full validator would: they are allowed. Examples must validate all
+# the same, since the model learns from them; ``default`` is no annotation here (the validator
+# fills it in), so it must validate too. Anything else, ``$comment`` included, is refused: the
+# list stays the validator's, not JSON Schema's.
+_ANNOTATIONS: Final = frozenset({"title", "description"})
+_OBJECT_KEYWORDS: Final = frozenset(
+    {"type", "properties", "required", "additionalProperties", *_ANNOTATIONS}
+)
+_TYPE_KEYWORDS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
+    {
+        "string": frozenset({"minLength", "maxLength", "pattern"}),
+        "integer": frozenset({"minimum", "maximum"}),
+        "boolean": frozenset(),
+    }
+)
+_PROPERTY_KEYWORDS: Final = frozenset({"type", "enum", "default", "examples", *_ANNOTATIONS})
+_ANY_PROPERTY_KEYWORD: Final = _PROPERTY_KEYWORDS.union(*_TYPE_KEYWORDS.values())
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _bound(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_property(name: str, prop: object) -> None:
+    """Raise ValueError (without the tool's name) unless `prop` is in the enforced subset."""
+    where = f"property {name[:64]!r}"
+    if not isinstance(prop, Mapping):
+        raise ValueError(f"{where} must be a schema object")
+    for keyword in prop:
+        if keyword not in _ANY_PROPERTY_KEYWORD:
+            raise ValueError(
+                f"{where} uses {str(keyword)[:64]!r}, which the validator does not enforce"
+            )
+    kind = prop.get("type")
+    if kind is None:
+        raise ValueError(f"{where} has no 'type': the validator would accept any value")
+    if not isinstance(kind, str) or kind not in _TYPE_KEYWORDS:
+        supported = ", ".join(_TYPE_KEYWORDS)
+        raise ValueError(f"{where} has 'type' {kind!r}; the validator supports {supported}")
+    for keyword in prop:
+        if keyword not in _PROPERTY_KEYWORDS and keyword not in _TYPE_KEYWORDS[kind]:
+            raise ValueError(f"{where} uses {keyword!r}, which does not apply to type {kind!r}")
+    for keyword in _ANNOTATIONS & set(prop):
+        if not isinstance(prop[keyword], str):
+            raise ValueError(f"{where}: {keyword!r} must be a string")
+    for low, high, valid in (
+        ("minLength", "maxLength", _count),
+        ("minimum", "maximum", _bound),
+    ):
+        for keyword in (low, high):
+            if keyword in prop and not valid(prop[keyword]):
+                raise ValueError(f"{where}: {keyword!r} is not a valid bound")
+        if low in prop and high in prop and prop[low] > prop[high]:
+            raise ValueError(f"{where}: {low!r} is greater than {high!r}")
+    if "pattern" in prop:
+        if not isinstance(prop["pattern"], str):
+            raise ValueError(f"{where}: 'pattern' must be a string")
+        try:
+            _python_pattern(prop["pattern"])
+        except re.error:
+            raise ValueError(f"{where}: 'pattern' is not a valid regular expression") from None
+    unconstrained = {key: value for key, value in prop.items() if key != "enum"}
+    if "enum" in prop:
+        options = prop["enum"]
+        if not isinstance(options, list) or not options:
+            raise ValueError(f"{where}: 'enum' must be a non-empty list")
+        for option in options:
+            _check_example(name, "enum", unconstrained, option)
+    if "default" in prop:
+        _check_example(name, "default", prop, prop["default"])
+    if "examples" in prop:
+        if not isinstance(prop["examples"], list):
+            raise ValueError(f"{where}: 'examples' must be a list")
+        for example in prop["examples"]:
+            _check_example(name, "examples", prop, example)
+
+
+def _check_example(name: str, keyword: str, prop: Mapping[str, Any], value: object) -> None:
+    """`value` must pass the property's own check unchanged (10.0 is no integer default)."""
+    where = f"property {name[:64]!r}"
+    try:
+        checked = _check_value(name, prop, value)
+    except ToolError as exc:
+        raise ValueError(f"{where}: {keyword!r} value does not validate ({exc.message})") from None
+    if type(checked) is not type(value):
+        raise ValueError(f"{where}: {keyword!r} value is not of the property's type")
+
+
+def check_input_schema(tool: str, schema: object) -> None:
+    """Raise ValueError naming the tool and the keyword unless ``validate_arguments`` enforces
+    every keyword of ``schema``.
+
+    The model is shown the schema, so a keyword it relies on (``format``, ``anyOf``, ``items``,
+    a property without ``type``...) that the validator skipped would let any value through:
+    such a tool is refused when registered, not trusted at call time.
+    """
+    try:
+        _check_object_schema(schema)
+    except ValueError as exc:
+        raise ValueError(f"tool {tool!r}: input schema: {exc}") from None
+
+
+def _check_object_schema(schema: object) -> None:
+    if not isinstance(schema, Mapping):
+        raise ValueError("must be a schema object")
+    for keyword in schema:
+        if keyword not in _OBJECT_KEYWORDS:
+            raise ValueError(f"uses {str(keyword)[:64]!r}, which the validator does not enforce")
+    if schema.get("type") != "object":
+        raise ValueError("'type' must be 'object'")
+    if schema.get("additionalProperties") is not False:
+        raise ValueError(
+            "'additionalProperties' must be false: undeclared arguments would pass unchecked"
+        )
+    for keyword in _ANNOTATIONS & set(schema):
+        if not isinstance(schema[keyword], str):
+            raise ValueError(f"{keyword!r} must be a string")
+    properties = schema.get("properties", {})
+    if not isinstance(properties, Mapping):
+        raise ValueError("'properties' must be an object")
+    for name, prop in properties.items():
+        if not isinstance(name, str):
+            raise ValueError("property names must be strings")
+        _check_property(name, prop)
+    required = schema.get("required", [])
+    if not isinstance(required, list | tuple) or not all(isinstance(n, str) for n in required):
+        raise ValueError("'required' must be a list of property names")
+    if len(set(required)) != len(required):
+        raise ValueError("'required' names a property twice")
+    for name in required:
+        if name not in properties:
+            raise ValueError(f"'required' names {name[:64]!r}, which is not a property")
+
+
 # ---------------------------------------------------------------------------- result helpers
 
 
 def _text(value: object, limit: int = MAX_TEXT) -> str | None:
+    """A provider's string, cut to `limit` and encodable as UTF-8 (for the reply and model)."""
     if not isinstance(value, str):
         return None
+    value = replace_lone_surrogates(value)
     return value if len(value) <= limit else value[: limit - 1] + "\u2026"
 
 
@@ -206,15 +356,6 @@ def _scrub(value: Any, token: str) -> Any:
         return {key: _scrub(item, token) for key, item in value.items()}
     if isinstance(value, list):
         return [_scrub(item, token) for item in value]
-    return value
-
-
-def _plain(value: Any) -> Any:
-    """A deep copy made of dicts and lists (for JSON and for boto3)."""
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
     return value
 
 
@@ -950,7 +1091,11 @@ class MicrosoftMailSubjects(_BaseTool):
 
 
 class ToolRegistry:
-    """The tools the agent offers, by name, in a fixed order."""
+    """The tools the agent offers, by name, in a fixed order.
+
+    A tool is registered only if its name is well-formed and unique and its input schema uses
+    only what ``validate_arguments`` enforces (``check_input_schema``): ValueError otherwise.
+    """
 
     def __init__(self, tools: Sequence[Tool]) -> None:
         self._tools: dict[str, Tool] = {}
@@ -960,6 +1105,7 @@ class ToolRegistry:
                 raise ValueError(f"invalid tool name {name!r}")
             if name in self._tools:
                 raise ValueError(f"duplicate tool name {name!r}")
+            check_input_schema(name, tool.spec.input_schema)
             self._tools[name] = tool
 
     def get(self, name: str) -> Tool:
@@ -978,21 +1124,6 @@ class ToolRegistry:
         """Only the tools whose provider is configured (in ``providers``)."""
         wanted = frozenset(providers)
         return ToolRegistry([t for t in self._tools.values() if t.spec.provider in wanted])
-
-    def bedrock_tool_config(self) -> dict[str, Any]:
-        """The ``toolConfig`` of a Bedrock Converse request."""
-        return {
-            "tools": [
-                {
-                    "toolSpec": {
-                        "name": spec.name,
-                        "description": spec.description,
-                        "inputSchema": {"json": _plain(spec.input_schema)},
-                    }
-                }
-                for spec in self.specs()
-            ]
-        }
 
 
 _NO_OIDC: Final[Mapping[str, str]] = MappingProxyType({})

@@ -93,14 +93,23 @@
   /** Reply text as shown: without the server's pending-action markers (kept for history). */
   const displayText = (text) => text.replace(MARKER, "").trim();
 
+  /**
+   * The first `n` UTF-16 units of a text, one fewer if the cut would split a surrogate pair:
+   * the service refuses text holding half a pair (an emoji cut in two) with a 400.
+   */
+  function head(text, n) {
+    const code = text.charCodeAt(n - 1);
+    return text.slice(0, code >= 0xd800 && code <= 0xdbff ? n - 1 : n);
+  }
+
   /** Cap a history text, keeping a trailing pending-action marker intact. */
   function capText(text) {
     if (text.length <= MAX_TURN_CHARS) return text;
     const marker = text.match(TRAILING_MARKER);
     if (marker && marker[0].length < MAX_TURN_CHARS) {
-      return text.slice(0, MAX_TURN_CHARS - marker[0].length) + marker[0];
+      return head(text, MAX_TURN_CHARS - marker[0].length) + marker[0];
     }
-    return text.slice(0, MAX_TURN_CHARS);
+    return head(text, MAX_TURN_CHARS);
   }
 
   function isExpired(expiresAt) {

@@ -1,0 +1,26 @@
+"""Lone surrogates: the one kind of Python string that cannot be encoded as UTF-8.
+
+`json.loads` turns an escaped surrogate half ("\\ud800") into a lone surrogate code point; a
+matched pair becomes one ordinary character, so any surrogate left in a string is unpaired.
+RFC 7493 (I-JSON) forbids such strings, and every encoder that writes UTF-8 raises on them:
+Starlette's JSON response, httpx2's JSON request body. Input that holds one is refused; text
+from elsewhere (a model, a provider's API) gets U+FFFD instead, as a browser's TextEncoder does.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+REPLACEMENT: Final = "\ufffd"
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether `text` holds a code point UTF-8 cannot encode."""
+    return _LONE_SURROGATE.search(text) is not None
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD (unchanged, and cheap, otherwise)."""
+    return _LONE_SURROGATE.sub(REPLACEMENT, text) if has_lone_surrogate(text) else text
