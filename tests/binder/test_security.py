@@ -508,3 +508,27 @@ def test_any_json_body_shape_is_a_400_not_a_500(binder: Harness, body: bytes) ->
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_request"
     assert response.json()["field"] in ("body", "scopes")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"\\ud800": 1}',  # a lone surrogate cannot be encoded back as UTF-8
+        b'{"provider": "fake", "' + b"x" * 5000 + b'": 1}',
+        b'{"provider": "\\udfff"}',
+        b'{"provider": "fake", "scopes": ["\\ud800"]}',
+        b'{"provider": "fake", "scopes": [], "return_url": "https://app.example.com/\\ud800"}',
+    ],
+)
+def test_odd_strings_in_the_body_are_a_400_that_does_not_echo_them(
+    binder: Harness, body: bytes
+) -> None:
+    alice = binder.cognito.token("alice")
+    response = binder.client.post(
+        f"{INTERNAL}/internal/tokens",
+        content=body,
+        headers={"authorization": f"Bearer {alice}", "content-type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert len(response.text) < 400
+    assert "xxxxxxxx" not in response.text

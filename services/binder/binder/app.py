@@ -223,7 +223,11 @@ def internal_routes(services: Services) -> list[Route]:
             return _bad_request(exc.field, exc.message)
         unknown = set(body) - {"provider", "scopes", "return_url"}
         if unknown:
-            return _bad_request(sorted(unknown)[0], "unknown field")
+            name = sorted(unknown)[0]
+            # A name is echoed only when it is short printable ASCII: a lone surrogate cannot
+            # even be encoded into the answer.
+            shown = name if name.isascii() and name.isprintable() and len(name) <= 64 else "body"
+            return _bad_request(shown, "unknown field")
         provider = body.get("provider")
         if not isinstance(provider, str) or provider not in services.registry:
             return _bad_request("provider", "unknown provider")
