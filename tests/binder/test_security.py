@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+import anyio
 import boto3
 import pytest
 from joserfc.jwk import RSAKey
@@ -532,3 +533,42 @@ def test_odd_strings_in_the_body_are_a_400_that_does_not_echo_them(
     assert response.status_code == 400, response.text
     assert len(response.text) < 400
     assert "xxxxxxxx" not in response.text
+
+
+# -- bounds on what one user can make the binder hold ------------------------------------------
+
+
+def test_open_authorization_sessions_per_user_are_bounded(
+    aws: dict[str, Any], cognito: Cognito
+) -> None:
+    with running_binder(aws, cognito, MAX_SESSIONS_PER_USER="3") as binder:
+        alice, bob = cognito.token("alice"), cognito.token("bob")
+        for _ in range(3):
+            assert binder.request_token(alice).status_code == 403
+        refused = binder.request_token(alice)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["code"] == "too_many_sessions"
+        assert 0 < int(refused.headers["retry-after"]) <= 600
+        assert binder.request_token(bob).status_code == 403  # per user, not global
+        sessions = boto3.client("dynamodb", region_name=REGION).scan(TableName="sessions")
+        opened = [i for i in sessions["Items"] if i["pk"]["S"].startswith("session#")]
+        assert len(opened) == 4  # three of alice's, one of bob's
+        # The window ends: alice may start again.
+        user_hash = anyio.run(binder.services.verifier.verify, alice).user_hash
+        boto3.client("dynamodb", region_name=REGION).update_item(
+            TableName="sessions",
+            Key={"pk": {"S": f"opensessions#{user_hash}"}},
+            UpdateExpression="SET window_ends = :past",
+            ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 1)}},
+        )
+        assert binder.request_token(alice).status_code == 403
+
+
+def test_the_refresh_lock_map_holds_only_keys_in_use(binder: Harness) -> None:
+    binder.provider.faults.expires_in = 120  # inside the skew: every token request refreshes
+    users = [binder.cognito.token(f"user{i}") for i in range(5)]
+    for token in users:
+        binder.connect(token)
+        assert binder.request_token(token).status_code == 200
+    assert binder.provider.counters.refreshes == 5
+    assert len(binder.services.broker._refresh_locks) == 0

@@ -83,7 +83,10 @@ def build_services(
         cache_ttl=settings.cache_ttl_seconds,
     )
     sessions = SessionStore(
-        client=dynamodb, table=settings.session_table, ttl_seconds=settings.session_ttl_seconds
+        client=dynamodb,
+        table=settings.session_table,
+        ttl_seconds=settings.session_ttl_seconds,
+        max_sessions_per_user=settings.max_sessions_per_user,
     )
     broker = Broker(
         registry=registry,
@@ -119,8 +122,9 @@ def _request_id(request: Request) -> str:
 
 
 def _unavailable_json(exc: Unavailable) -> JSONResponse:
+    error = "too_many_requests" if exc.status == 429 else "temporarily_unavailable"
     return JSONResponse(
-        {"error": "temporarily_unavailable", "code": exc.code, "retry_after": exc.retry_after},
+        {"error": error, "code": exc.code, "retry_after": exc.retry_after},
         status_code=exc.status,
         headers={"retry-after": str(exc.retry_after)},
     )

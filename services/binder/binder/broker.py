@@ -39,6 +39,7 @@ from binder.sessions import (
     AuthSession,
     SessionStore,
     SessionStoreUnavailable,
+    TooManySessions,
     TransitionRefused,
     hash_secret,
 )
@@ -527,6 +528,18 @@ class Broker:
                 return_url=return_url,
                 reason=reason,
             )
+        except TooManySessions as exc:
+            audit(
+                "request_rejected",
+                outcome="refused",
+                request_id=request_id,
+                user_hash=user.user_hash,
+                provider=spec.name,
+                reason="too_many_sessions",
+            )
+            raise Unavailable(
+                "too_many_sessions", status=429, retry_after=exc.retry_after
+            ) from None
         except (SessionStoreUnavailable, TransitionRefused) as exc:
             raise Unavailable(getattr(exc, "code", "session_store")) from None
         audit(

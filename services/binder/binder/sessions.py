@@ -8,6 +8,8 @@ also checked here because TTL deletion is not immediate):
   write, so two requests can never both move one session forward.
 - `state#{sha256(state)}`: the one-time OAuth `state` (stored hashed) with its PKCE verifier and
   nonce; the callback consumes it with a conditional delete, so a state works exactly once.
+- `opensessions#{user_hash}`: how many sessions the user opened in the current window (a
+  bound on open sessions per user).
 - `lease#{user_hash}#{provider}`: which binder task may refresh that token right now; the
   holder renews it while its provider call runs, so a slow provider cannot outlast it.
 
@@ -37,6 +39,14 @@ class SessionStoreUnavailable(Exception):
     def __init__(self, code: str) -> None:
         super().__init__(f"session store unavailable ({code})")
         self.code = code
+
+
+class TooManySessions(Exception):
+    """The user already opened the most authorization sessions allowed in the window."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("too many open authorization sessions")
+        self.retry_after = retry_after
 
 
 class TransitionRefused(Exception):
@@ -78,11 +88,13 @@ class SessionStore:
         client: Any,
         table: str,
         ttl_seconds: int = 600,
+        max_sessions_per_user: int = 20,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._table = table
         self._ttl = ttl_seconds
+        self._max_sessions = max_sessions_per_user
         self._clock = clock
         self.aws_calls = 0
 
@@ -95,6 +107,7 @@ class SessionStore:
         return_url: str | None,
         reason: str,
     ) -> AuthSession:
+        await self._count_session(user_hash)
         now = int(self._clock())
         session = AuthSession(
             session_id=secrets.token_urlsafe(24),
@@ -126,6 +139,55 @@ class SessionStore:
             ConditionExpression="attribute_not_exists(pk)",
         )
         return session
+
+    async def _count_session(self, user_hash: str) -> None:
+        """Count one more session against the user's window, or raise TooManySessions.
+
+        Sessions live `ttl` seconds and a user may open at most `max_sessions_per_user` per
+        window of that length, so at any moment one user holds at most twice that many (two
+        windows overlap): a signed-in user, or an agent acting for one, cannot fill the table.
+        One conditional write per new session; the window starts with the first session.
+        """
+        key = {"pk": {"S": f"opensessions#{user_hash}"}}
+        for _ in range(2):
+            now = int(self._clock())
+            try:
+                await self._call(
+                    "update_item",
+                    TableName=self._table,
+                    Key=key,
+                    UpdateExpression="SET n = n + :one",
+                    ConditionExpression="window_ends > :now AND n < :max",
+                    ExpressionAttributeValues={
+                        ":one": {"N": "1"},
+                        ":now": {"N": str(now)},
+                        ":max": {"N": str(self._max_sessions)},
+                    },
+                )
+                return
+            except _Refused:
+                pass
+            try:
+                await self._call(
+                    "put_item",
+                    TableName=self._table,
+                    Item={
+                        **key,
+                        "n": {"N": "1"},
+                        "window_ends": {"N": str(now + self._ttl)},
+                        "expires_at": {"N": str(now + self._ttl)},
+                    },
+                    ConditionExpression="attribute_not_exists(pk) OR window_ends <= :now",
+                    ExpressionAttributeValues={":now": {"N": str(now)}},
+                )
+                return
+            except _Refused:
+                pass  # a live, full window; or another request just opened one: look again
+        item = (
+            await self._call("get_item", TableName=self._table, Key=key, ConsistentRead=True)
+        ).get("Item") or {}
+        ends = int(item.get("window_ends", {}).get("N", "0"))
+        raise TooManySessions(retry_after=max(1, ends - int(self._clock())))
 
     async def get(self, session_id: str) -> AuthSession | None:
         response = await self._call(

@@ -47,6 +47,8 @@ class Settings:
     # Local stack only: http:// provider endpoints and base URL on loopback addresses.
     allow_insecure_loopback: bool
     session_ttl_seconds: int
+    # Authorization sessions one user may open per session-TTL window.
+    max_sessions_per_user: int
     refresh_skew_seconds: int
     lease_seconds: int
     cache_ttl_seconds: int
@@ -93,6 +95,7 @@ class Settings:
             providers_json=env_str(env, "PROVIDERS", "[]"),
             allow_insecure_loopback=insecure,
             session_ttl_seconds=env_int(env, "SESSION_TTL_SECONDS", 600, low=60, high=3600),
+            max_sessions_per_user=env_int(env, "MAX_SESSIONS_PER_USER", 20, low=1, high=1000),
             refresh_skew_seconds=env_int(env, "REFRESH_SKEW_SECONDS", 300, low=0, high=3600),
             lease_seconds=env_int(env, "REFRESH_LEASE_SECONDS", 30, low=5, high=300),
             cache_ttl_seconds=env_int(env, "TOKEN_CACHE_SECONDS", 60, low=0, high=3600),
