@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
@@ -203,13 +204,28 @@ def test_allowed_return_url_is_followed_after_consent(binder: Harness) -> None:
 
 
 def test_refresh_near_expiry_rotates_and_saves_the_new_refresh_token(binder: Harness) -> None:
-    binder.provider.faults.expires_in = 120  # inside the 300 s skew: refresh on next use
+    import anyio
+
+    binder.provider.faults.expires_in = 120  # inside the 300 s skew: refresh on every use
     alice = binder.cognito.token("alice")
     binder.connect(alice)
-    first = binder.request_token(alice).json()["access_token"]
-    assert binder.provider.counters.refreshes == 1
-    second = binder.request_token(alice).json()["access_token"]
-    assert first != second or binder.provider.counters.refreshes == 2
+    user_hash = _user_hash(binder, alice)
+
+    def stored() -> Any:
+        return anyio.run(lambda: binder.services.vault.get(user_hash, "fake", cached=False))
+
+    spent = [stored().refresh_token]
+    for round_ in (1, 2):
+        issued = binder.request_token(alice).json()["access_token"]
+        assert binder.provider.counters.refreshes == round_
+        record = stored()
+        # The rotated refresh token is what was saved, the one it replaced is dead, and the
+        # access token handed out is the stored one.
+        assert record.refresh_token not in spent
+        assert binder.provider.is_token_active(record.refresh_token)
+        assert not binder.provider.is_token_active(spent[-1])
+        assert record.access_token == issued
+        spent.append(record.refresh_token)
     assert binder.provider.counters.replayed_refresh_tokens == 0
 
 
