@@ -572,3 +572,33 @@ def test_the_refresh_lock_map_holds_only_keys_in_use(binder: Harness) -> None:
         assert binder.request_token(token).status_code == 200
     assert binder.provider.counters.refreshes == 5
     assert len(binder.services.broker._refresh_locks) == 0
+
+
+def test_error_pages_never_echo_codes_states_or_provider_text(binder: Harness) -> None:
+    alice = binder.cognito.token("alice")
+    callback = binder.consent_at_provider(_provider_redirect(binder, alice))
+    query = parse_qs(urlsplit(callback).query)
+    code, state = query["code"][0], query["state"][0]
+    pages = [
+        # unknown state
+        binder.callback(alice, _with_query(callback, state="S" * 43)),
+        # the provider's own error, with text an attacker controls
+        binder.callback(
+            alice,
+            _with_query(
+                callback,
+                error="access_denied<script>x</script>",
+                error_description="<b>call +1 555 0100 to restore access</b>",
+            ),
+        ),
+    ]
+    # a code the provider refuses at the exchange, on a live state
+    callback2 = binder.consent_at_provider(_provider_redirect(binder, alice))
+    pages.append(binder.callback(alice, _with_query(callback2, code="C" * 40)))
+    for page in pages:
+        assert 400 <= page.status_code < 500, page.text
+        assert page.headers["content-type"].startswith("text/html")
+        for secret in (code, state, "S" * 43, "C" * 40, "<script>", "555 0100", "<b>"):
+            assert secret not in page.text
+        assert "Traceback" not in page.text
+    _nothing_stored(binder)
