@@ -279,6 +279,7 @@ def test_the_vault_write_is_conditional_on_the_version_read(aws: dict[str, Any])
         assert current is not None
         assert current.access_token == "a2"
         assert await vault.delete("u", PROVIDER)
+        assert second.version is not None
         gone = await vault.replace(
             "u",
             PROVIDER,

@@ -206,12 +206,12 @@ def test_revoke_tokens_reports_each_token_kind() -> None:
 # -- disconnect through the binder --------------------------------------------------------------
 
 
-def _slack_env(aws: dict[str, Any]) -> dict[str, str]:
+def _slack_providers(aws: dict[str, Any]) -> str:
     entries = [
         provider_entry(aws["secret_arn"]),
         {"name": "slack", "kind": "slack", "client_id": "123.456", "secret_arn": aws["secret_arn"]},
     ]
-    return {"PROVIDERS": json.dumps(entries)}
+    return json.dumps(entries)
 
 
 def _plant(binder: Harness, token: str, provider: str, record: TokenRecord) -> str:
@@ -258,7 +258,7 @@ def test_disconnecting_slack_deletes_the_connection_and_audits_the_revocation(
     caplog.set_level(logging.INFO, logger="binder.audit")
     slack = Recorder(lambda r: httpx2.Response(200, json=answer))
     with running_binder(
-        aws, cognito, routes={"slack.com": slack.transport()}, **_slack_env(aws)
+        aws, cognito, routes={"slack.com": slack.transport()}, PROVIDERS=_slack_providers(aws)
     ) as binder:
         alice = cognito.token("alice")
         _plant(binder, alice, "slack", _slack_record())
@@ -288,7 +288,10 @@ def test_disconnect_deletes_even_when_revocation_blows_up(
         raise httpx2.ReadTimeout("slow", request=request)
 
     with running_binder(
-        aws, cognito, routes={"slack.com": httpx2.MockTransport(hang)}, **_slack_env(aws)
+        aws,
+        cognito,
+        routes={"slack.com": httpx2.MockTransport(hang)},
+        PROVIDERS=_slack_providers(aws),
     ) as binder:
         alice = cognito.token("alice")
         _plant(binder, alice, "slack", _slack_record())

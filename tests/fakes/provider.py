@@ -320,8 +320,13 @@ class FakeProvider:
         *,
         nonce: str | None = None,
         extra_claims: Mapping[str, Any] | None = None,
+        access_token: str | None = None,
     ) -> str:
-        """An ID token signed with the provider's key; ``extra_claims`` override the defaults."""
+        """An ID token signed with the provider's key; ``extra_claims`` override the defaults.
+
+        With ``access_token`` the token carries its ``at_hash`` (OIDC Core 3.1.3.6), as the ID
+        token of a real token response does.
+        """
         now = int(self.clock())
         claims: dict[str, Any] = {
             "iss": self.issuer,
@@ -333,6 +338,9 @@ class FakeProvider:
         }
         if nonce is not None:
             claims["nonce"] = nonce
+        if access_token is not None:
+            digest = hashlib.sha256(access_token.encode("ascii")).digest()
+            claims["at_hash"] = base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
         claims.update(extra_claims or {})
         header = {"alg": "RS256", "kid": self._signing_key.kid, "typ": "JWT"}
         return jwt.encode(header, claims, self._signing_key, algorithms=["RS256"])
@@ -435,7 +443,10 @@ class FakeProvider:
                 body["refresh_token"] = current_refresh
         if "openid" in grant.scopes:
             body["id_token"] = self.id_token_for(
-                grant.subject, nonce=nonce, extra_claims={"auth_time": grant.auth_time}
+                grant.subject,
+                nonce=nonce,
+                extra_claims={"auth_time": grant.auth_time},
+                access_token=access_token,
             )
         return body
 

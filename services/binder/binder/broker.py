@@ -470,7 +470,11 @@ class Broker:
                 if not grant.id_token:
                     raise ProviderError("rejected", "no_id_token")
                 await self._oauth.validate_id_token(
-                    spec, grant.id_token, nonce=pending.nonce, http=self._http
+                    spec,
+                    grant.id_token,
+                    nonce=pending.nonce,
+                    access_token=grant.access_token,
+                    http=self._http,
                 )
         except ProviderError as exc:
             status = 502 if exc.kind == "unavailable" else 400
