@@ -85,6 +85,8 @@ class ServicesStack(Stack):
             ],
             desired_count=config.binder_desired_count,
             max_count=config.max_task_count,
+            # Created and granted in the identity stack: the vault key's policy names it.
+            task_role=identity.binder_task_role,
             environment={
                 **common_env,
                 "PUBLIC_PORT": str(BINDER_PUBLIC_PORT),
@@ -102,8 +104,6 @@ class ServicesStack(Stack):
                 ),
             },
         )
-        identity.vault.grant_broker(self.binder.task_role)
-        identity.sessions.grant_item_access(self.binder.task_role)
 
         self.agent = HardenedFargateService(
             self,
