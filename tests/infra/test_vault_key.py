@@ -3,18 +3,23 @@
 What holds: the account administers the vault key but cannot use it except through Secrets
 Manager and DynamoDB; the key refuses to decrypt vault secrets for every principal but the
 broker role, named by its ARN (not by a tag a session could carry); the broker role lives with
-the key in the stateful stack.
+the key in the stateful stack. What an administrator can still do (change the key policy,
+grant, disable or delete the key, read a vault secret as someone else, or act as the broker
+role) is reported to the alarm topic by EventBridge rules on CloudTrail.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.infra.assembly import Synthesized
 
 VAULT_SECRETS = "arn:aws:secretsmanager:us-east-1:111111111111:secret:agent-token-vault/*"
 ACCOUNT_ROOT = "arn:aws:iam::111111111111:root"
 BROKER_ROLE_ARN = {"Fn::GetAtt": ["BinderTaskRole", "Arn"]}
+VAULT_KEY_ARN = {"Fn::GetAtt": ["VaultKey", "Arn"]}
 # Actions that encrypt, decrypt or hand out key use; none may reach the account unconditioned.
 USE_ACTIONS = (
     "kms:Decrypt",
@@ -28,6 +33,7 @@ USE_ACTIONS = (
     "kms:CreateGrant",
 )
 VIA = {"secretsmanager.us-east-1.amazonaws.com", "dynamodb.us-east-1.amazonaws.com"}
+CLOUDTRAIL = ["AWS API Call via CloudTrail"]
 
 
 def _list(value: Any) -> list[Any]:
@@ -62,6 +68,30 @@ def _identity_output(synth: Synthesized, value: Any) -> Any:
         assert ref["StackName"].endswith("Identity"), ref
         return synth.stack("Identity")["Outputs"][ref["OutputName"]]["Value"]
     return value
+
+
+def _alarm_topic(synth: Synthesized) -> str:
+    (topic,) = [
+        lid
+        for lid in synth.resources("AWS::SNS::Topic", "Services")
+        if lid.startswith("AlarmTopic")
+    ]
+    return topic
+
+
+def _rules(synth: Synthesized, source: str) -> list[dict[str, Any]]:
+    return [
+        rule["Properties"]
+        for rule in synth.resources("AWS::Events::Rule", "Services").values()
+        if rule["Properties"].get("EventPattern", {}).get("source") == [source]
+    ]
+
+
+def _assert_reports_to_the_alarm_topic(synth: Synthesized, rule: dict[str, Any]) -> None:
+    assert rule["EventPattern"]["detail-type"] == CLOUDTRAIL
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Ref": _alarm_topic(synth)}
+    assert "RoleArn" not in target, "the topic policy authorizes EventBridge, not a role"
 
 
 # -- key policy -------------------------------------------------------------------------------
@@ -152,3 +182,105 @@ def test_broker_role_lives_with_the_key_in_the_stateful_stack(synth: Synthesized
     }
     assert task_roles["Binder"] == BROKER_ROLE_ARN
     assert task_roles["Agent"] != BROKER_ROLE_ARN
+
+
+# -- detective controls -----------------------------------------------------------------------
+
+
+def test_changes_to_the_vault_key_are_reported(synth: Synthesized) -> None:
+    (rule,) = _rules(synth, "aws.kms")
+    _assert_reports_to_the_alarm_topic(synth, rule)
+    assert rule["State"] == "ENABLED"
+    detail = rule["EventPattern"]["detail"]
+    assert detail["eventSource"] == ["kms.amazonaws.com"]
+    assert sorted(detail["eventName"]) == [
+        "CreateGrant",
+        "DisableKey",
+        "PutKeyPolicy",
+        "ScheduleKeyDeletion",
+    ]
+    (key_arn,) = detail["resources"]["ARN"]
+    assert _identity_output(synth, key_arn) == VAULT_KEY_ARN
+
+
+def test_vault_secret_access_by_anyone_but_the_broker_role_is_reported(
+    synth: Synthesized,
+) -> None:
+    (rule,) = _rules(synth, "aws.secretsmanager")
+    _assert_reports_to_the_alarm_topic(synth, rule)
+    # GetSecretValue is a read-only management event: a rule in plain ENABLED state never
+    # sees it.
+    assert rule["State"] == "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS"
+    detail = rule["EventPattern"]["detail"]
+    assert detail["eventSource"] == ["secretsmanager.amazonaws.com"]
+    assert "GetSecretValue" in detail["eventName"]
+    assert {"PutSecretValue", "UpdateSecretVersionStage", "CreateSecret"} <= set(
+        detail["eventName"]
+    )
+    prefixes = [
+        p["prefix"]
+        for alternative in detail["requestParameters"]["$or"]
+        for values in alternative.values()
+        for p in values
+    ]
+    assert sorted(set(prefixes)) == [
+        "agent-token-vault/",
+        "arn:aws:secretsmanager:us-east-1:111111111111:secret:agent-token-vault/",
+    ]
+    who = detail["$or"]
+    # An assumed role other than the broker role, or any identity that is not a role session
+    # (IAM user, root, federated user, AWS service): a missing field never matches anything-but.
+    issuer = [
+        alternative["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"]
+        for alternative in who
+        if "sessionContext" in alternative["userIdentity"]
+    ]
+    ((anything_but,),) = issuer
+    (broker,) = anything_but["anything-but"]
+    assert _identity_output(synth, broker) == BROKER_ROLE_ARN
+    types = [a["userIdentity"]["type"] for a in who if "type" in a["userIdentity"]]
+    assert types == [[{"anything-but": ["AssumedRole"]}]]
+
+
+def test_the_broker_role_assumed_other_than_by_ecs_is_reported(synth: Synthesized) -> None:
+    """Whoever can assume the broker role passes the key's deny: that is watched too."""
+    (rule,) = _rules(synth, "aws.sts")
+    _assert_reports_to_the_alarm_topic(synth, rule)
+    assert rule["State"] == "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS"
+    detail = rule["EventPattern"]["detail"]
+    assert "AssumeRole" in detail["eventName"]
+    (role_arn,) = detail["requestParameters"]["roleArn"]
+    assert _identity_output(synth, role_arn) == BROKER_ROLE_ARN
+    invoked_by = [a["userIdentity"]["invokedBy"] for a in detail["$or"]]
+    assert [{"anything-but": ["ecs-tasks.amazonaws.com"]}] in invoked_by
+    assert [{"exists": False}] in invoked_by
+
+
+def test_eventbridge_may_publish_to_the_encrypted_alarm_topic(synth: Synthesized) -> None:
+    resources = synth.stack("Services")["Resources"]
+    topic = _alarm_topic(synth)
+    rules = {lid for lid in synth.resources("AWS::Events::Rule", "Services")}
+    assert len(rules) == 3
+    (policy,) = [
+        r["Properties"]["PolicyDocument"]
+        for r in resources.values()
+        if r["Type"] == "AWS::SNS::TopicPolicy" and {"Ref": topic} in r["Properties"]["Topics"]
+    ]
+    (publish,) = [
+        s for s in policy["Statement"] if s.get("Principal") == {"Service": "events.amazonaws.com"}
+    ]
+    assert publish["Action"] == "sns:Publish"
+    sources = publish["Condition"]["ArnEquals"]["aws:SourceArn"]
+    assert sorted(s["Fn::GetAtt"][0] for s in sources) == sorted(rules)
+    key_id = resources[topic]["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    key_policy = resources[key_id]["Properties"]["KeyPolicy"]["Statement"]
+    (events,) = [s for s in key_policy if s.get("Principal") == {"Service": "events.amazonaws.com"}]
+    assert sorted(_list(events["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert events["Condition"]["StringEquals"] == {"aws:SourceAccount": "111111111111"}
+
+
+@pytest.mark.parametrize("source", ["aws.kms", "aws.secretsmanager", "aws.sts"])
+def test_alarm_rules_watch_the_default_bus(synth: Synthesized, source: str) -> None:
+    """AWS service events (CloudTrail included) arrive on the default event bus only."""
+    (rule,) = _rules(synth, source)
+    assert "EventBusName" not in rule
