@@ -57,6 +57,9 @@ class HardenedFargateService(Construct):
     - desired_count: initial and minimum task count (default 2).
     - max_count: autoscaling ceiling (default 6).
     - cpu_target_percent: CPU utilisation target for scaling (default 60).
+    - task_role: the role the application runs as (default a new role with no permissions,
+      granted to afterwards). Pass one created elsewhere when a resource policy must name it
+      (the binder's role, named by the vault key's policy, lives in the stateful stack).
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class HardenedFargateService(Construct):
         desired_count: int = 2,
         max_count: int = 6,
         cpu_target_percent: int = 60,
+        task_role: iam.IRole | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         if not 1 <= desired_count <= max_count:
@@ -83,7 +87,7 @@ class HardenedFargateService(Construct):
         self.container_port = container_port
         self.health_check_path = health_check_path
 
-        self.task_role = ManagedPolicyRole(
+        self.task_role: iam.IRole = task_role or ManagedPolicyRole(
             self,
             "TaskRole",
             assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),

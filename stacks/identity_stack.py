@@ -3,16 +3,23 @@
 Everything here holds data that outlives a deployment, so the stack has termination
 protection, every resource is retained on deletion, and each keeps a fixed logical ID (set
 explicitly below) so that refactoring the construct tree never replaces one.
+
+The binder's task role is created here too: it is the vault's identity. The vault key's
+policy names it by ARN (the only principal that may decrypt vault secrets), and a key-policy
+reference to a role in the services stack, which depends on this one, would be a cross-stack
+cycle. The services stack runs the binder with this role.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnResource, Stack
+from aws_cdk import CfnResource, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
 
 from constructs import Construct, IConstruct
 from constructs.log_encryption import EncryptedLogs
+from constructs.managed_policy_role import ManagedPolicyRole
 from constructs.nag import acknowledge
 from constructs.session_table import SessionTable
 from constructs.token_vault import TokenVault
@@ -29,6 +36,8 @@ FIXED_LOGICAL_IDS = {
     "AlbClient": "directory.alb_client",
     "ApiClient": "directory.api_client",
     "SessionTable": "sessions.table",
+    "BinderTaskRole": "self.binder_task_role",
+    "BinderTaskRolePolicy": "binder_task_role.managed_policy",
 }
 
 
@@ -42,7 +51,18 @@ class IdentityStack(Stack):
         # Here, not in the stateless stack: a retained log group with a fixed name would block
         # redeploying that stack.
         self.waf_log_group = self.logs.waf_log_group(self, "WafLogs")
-        self.vault = TokenVault(self, "Vault", vault_prefix=config.vault_prefix)
+        # Retained like the key that names it: if the stack were ever deleted, the retained
+        # vault stays readable by this role (and by no one else) instead of by no one.
+        self.binder_task_role = ManagedPolicyRole(
+            self,
+            "BinderTaskRole",
+            assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+            description="Task role of Binder, the token vault's only broker (named by the vault "
+            "key's policy): only what the application itself calls",
+        )
+        self.vault = TokenVault(
+            self, "Vault", vault_prefix=config.vault_prefix, broker=self.binder_task_role
+        )
         self.directory = UserDirectory(
             self,
             "Directory",
@@ -67,6 +87,10 @@ class IdentityStack(Stack):
                 "console; only the provider can rotate it, so a Secrets Manager rotation Lambda "
                 "has nothing to call. Rotation is a documented operator procedure.",
             )
+        self.vault.grant_broker(self.binder_task_role)
+        self.sessions.grant_item_access(self.binder_task_role)
+        for role_resource in (self.binder_task_role, self.binder_task_role.managed_policy):
+            role_resource.apply_removal_policy(RemovalPolicy.RETAIN)
         for logical_id, path in FIXED_LOGICAL_IDS.items():
             owner, attr = path.split(".")
             holder = self if owner == "self" else getattr(self, owner)

@@ -28,6 +28,7 @@ from constructs import Construct
 from constructs.edge import Edge
 from constructs.hardened_service import HardenedFargateService, ServiceConnectPort
 from constructs.nag import acknowledge
+from constructs.vault_alarms import VaultAlarms
 from stacks.config import AppConfig
 from stacks.identity_stack import IdentityStack
 from stacks.network_stack import NetworkStack
@@ -85,6 +86,8 @@ class ServicesStack(Stack):
             ],
             desired_count=config.binder_desired_count,
             max_count=config.max_task_count,
+            # Created and granted in the identity stack: the vault key's policy names it.
+            task_role=identity.binder_task_role,
             environment={
                 **common_env,
                 "PUBLIC_PORT": str(BINDER_PUBLIC_PORT),
@@ -102,8 +105,6 @@ class ServicesStack(Stack):
                 ),
             },
         )
-        identity.vault.grant_broker(self.binder.task_role)
-        identity.sessions.grant_item_access(self.binder.task_role)
 
         self.agent = HardenedFargateService(
             self,
@@ -163,6 +164,11 @@ class ServicesStack(Stack):
                 ),
             )
         self.alarm_topic = self._alarms(config)
+        # What the vault key's policy cannot prevent (key changes, vault secrets touched by
+        # anyone but the broker, the broker role assumed outside ECS), reported from CloudTrail.
+        self.vault_alarms = VaultAlarms(
+            self, "VaultAlarms", vault=identity.vault, topic=self.alarm_topic
+        )
 
         for service in (self.agent, self.binder):
             acknowledge(
@@ -234,15 +240,20 @@ class ServicesStack(Stack):
             removal_policy=RemovalPolicy.DESTROY,
             pending_window=Duration.days(7),
         )
-        key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="AllowCloudWatchAlarmsToPublish",
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-                actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                resources=["*"],
-                conditions={"StringEquals": {"aws:SourceAccount": self.account}},
+        for sid, service in (
+            ("AllowCloudWatchAlarmsToPublish", "cloudwatch.amazonaws.com"),
+            # The vault alarm rules (VaultAlarms); the topic policy names them by ARN.
+            ("AllowEventBridgeRulesToPublish", "events.amazonaws.com"),
+        ):
+            key.add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid=sid,
+                    principals=[iam.ServicePrincipal(service)],
+                    actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                    resources=["*"],
+                    conditions={"StringEquals": {"aws:SourceAccount": self.account}},
+                )
             )
-        )
         topic = sns.Topic(self, "AlarmTopic", master_key=key, enforce_ssl=True)
         # enforce_ssl replaces the default topic policy: CloudWatch needs an explicit grant.
         topic.add_to_resource_policy(

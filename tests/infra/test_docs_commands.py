@@ -48,7 +48,6 @@ OTHER_NAMES = {
     "common",  # Microsoft tenant values (binder providers._microsoft_tenant)
     "login",  # Salesforce tenant values (binder providers._salesforce_host)
     "test",
-    "broker",  # the broker tag's value (constructs/token_vault.BROKER_TAG_VALUE)
     "jwks_uri",  # OIDC discovery document field (binder providers.discover_oidc)
     "user_hash",  # audit field (binder audit.audit)
     "invalid_client",  # OAuth error code (RFC 6749 5.2)

@@ -145,8 +145,12 @@ def test_waf_logs_go_to_the_retained_group_in_the_stateful_stack(synth: Synthesi
 def test_alarms_can_publish_to_their_encrypted_topic(synth: Synthesized) -> None:
     (policy,) = synth.resources("AWS::SNS::TopicPolicy").values()
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
-    (allow,) = [s for s in statements if s["Effect"] == "Allow"]
-    assert allow["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    # CloudWatch alarms here; the vault alarm rules' statement: tests/infra/test_vault_key.py.
+    (allow,) = [
+        s
+        for s in statements
+        if s["Effect"] == "Allow" and s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    ]
     assert allow["Action"] == "sns:Publish"
     assert allow["Condition"]["StringEquals"] == {"aws:SourceAccount": "111111111111"}
     alarms = synth.resources("AWS::CloudWatch::Alarm")
