@@ -41,6 +41,7 @@ def revocable(spec: ProviderSpec) -> tuple[str, ...]:
         return ("access_token",)
     return ()
 
+
 class ProviderError(Exception):
     """kind: "invalid_grant" (re-authorization needed), "unavailable" (retry later) or
     "rejected" (the provider refused the request for another reason)."""
