@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from tests.infra.assembly import Synthesized
-from tests.infra.test_vault_key import assert_only_the_broker_role_decrypts_vault_secrets
 
 VAULT_SECRETS = "arn:aws:secretsmanager:us-east-1:111111111111:secret:agent-token-vault/*"
 
@@ -154,14 +153,6 @@ def test_no_inline_policies_anywhere_we_own(synth: Synthesized) -> None:
         if not logical_id.startswith("Custom")
     ]
     assert inline == []
-
-
-def test_vault_key_decrypts_vault_secrets_only_for_the_tagged_broker(synth: Synthesized) -> None:
-    """Former name of tests/infra/test_vault_key.py::
-    test_vault_key_decrypts_vault_secrets_only_for_the_broker_role_arn, kept only because
-    docs/threat-model.md still cites it: the broker is now named by its role ARN, not by a tag.
-    Delete this alias when that row names the new test."""
-    assert_only_the_broker_role_decrypts_vault_secrets(synth)
 
 
 def test_binder_moves_version_stages_of_vault_secrets_only(synth: Synthesized) -> None:
