@@ -10,12 +10,14 @@ import concurrent.futures
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import boto3
+import httpx2
 
-from binder.oauth import TokenGrant
+from binder.oauth import ProviderError, TokenGrant
 from tests.binder.conftest import INTERNAL, REGION, Cognito, Harness, running_binder
 from tests.fakes.provider import FakeProvider
 
@@ -89,7 +91,7 @@ def test_tokens_refreshed_after_a_disconnect_are_revoked_not_stored(binder: Harn
             await anyio.to_thread.run_sync(lambda: release.wait(30))
             return grant
 
-    binder.services.broker._oauth = _AnsweredThenHeld(real, None)  # type: ignore[assignment,arg-type]
+    binder.services.broker._oauth = _AnsweredThenHeld(real, lambda: fresh[0])  # type: ignore[assignment]
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         refreshing = pool.submit(binder.request_token, alice)
         assert answered.wait(10)
@@ -144,11 +146,12 @@ def test_a_provider_slower_than_the_lease_never_gets_a_refresh_token_twice(
 
 
 class _HeldRefresh:
-    """An OAuth client whose refresh waits until released, then answers `grant`."""
+    """An OAuth client whose refresh waits until released, then calls `answer` (which returns
+    a grant or raises); everything else goes to the real client."""
 
-    def __init__(self, real: Any, grant: TokenGrant) -> None:
+    def __init__(self, real: Any, answer: Callable[[], TokenGrant]) -> None:
         self.real = real
-        self.grant = grant
+        self.answer = answer
         self.entered = threading.Event()
         self.release = threading.Event()
 
@@ -158,41 +161,48 @@ class _HeldRefresh:
     async def refresh(self, spec: Any, *, client_secret: str, refresh_token: str) -> TokenGrant:
         self.entered.set()
         await anyio.to_thread.run_sync(lambda: self.release.wait(30))
-        return self.grant
+        return self.answer()
 
 
-def test_a_refresh_that_lost_the_race_does_not_overwrite_the_newer_record(
-    aws: dict[str, Any], cognito: Cognito
-) -> None:
+def _lose_the_race(
+    aws: dict[str, Any], cognito: Cognito, answer: Callable[[], TokenGrant], **newer: Any
+) -> tuple[httpx2.Response, Any]:
+    """Alice's refresh is held at the provider while a newer record is stored (a reconnect,
+    or a task that refreshed after this one's lease ran out); then the provider answers.
+    Returns the refresh request's answer and what the vault holds afterwards."""
     alice = cognito.token("alice")
     with running_binder(aws, cognito) as one:
         one.connect(alice)
         user_hash = _user_hash(one, alice)
         _expire(one, user_hash)
-        stale = TokenGrant(
-            access_token="stale-access",
-            token_type="Bearer",
-            refresh_token="stale-refresh",
-            expires_at=int(time.time()) + 3600,
-            scopes=None,
-            id_token=None,
-        )
-        held = _HeldRefresh(one.services.broker._oauth, stale)
+        held = _HeldRefresh(one.services.broker._oauth, answer)
         one.services.broker._oauth = held  # type: ignore[assignment]
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             slow = pool.submit(one.request_token, alice)
             assert held.entered.wait(10)
-            # Meanwhile the user reconnects (a newer record), e.g. after the lease was lost.
-            newer = dataclasses.replace(
-                _stored(one, user_hash),
-                access_token="newer-access",
-                refresh_token="newer-rt",
-                expires_at=int(time.time()) + 3600,
+            record = dataclasses.replace(
+                _stored(one, user_hash), expires_at=int(time.time()) + 3600, **newer
             )
-            anyio.run(lambda: one.services.vault.put(user_hash, PROVIDER, newer))
+            anyio.run(lambda: one.services.vault.put(user_hash, PROVIDER, record))
             held.release.set()
-            answer = slow.result(timeout=30)
-        stored = _stored(one, user_hash)
+            answer_ = slow.result(timeout=30)
+        return answer_, _stored(one, user_hash)
+
+
+def test_a_refresh_that_lost_the_race_does_not_overwrite_the_newer_record(
+    aws: dict[str, Any], cognito: Cognito
+) -> None:
+    stale = TokenGrant(
+        access_token="stale-access",
+        token_type="Bearer",
+        refresh_token="stale-refresh",
+        expires_at=int(time.time()) + 3600,
+        scopes=None,
+        id_token=None,
+    )
+    answer, stored = _lose_the_race(
+        aws, cognito, lambda: stale, access_token="newer-access", refresh_token="newer-rt"
+    )
     assert stored.access_token == "newer-access"
     assert stored.refresh_token == "newer-rt"
     assert answer.status_code == 200
@@ -202,37 +212,10 @@ def test_a_refresh_that_lost_the_race_does_not_overwrite_the_newer_record(
 def test_invalid_grant_after_a_lost_race_keeps_the_newer_record(
     aws: dict[str, Any], cognito: Cognito
 ) -> None:
-    alice = cognito.token("alice")
-    with running_binder(aws, cognito) as one:
-        one.connect(alice)
-        user_hash = _user_hash(one, alice)
-        _expire(one, user_hash)
-        real = one.services.broker._oauth
+    def refused() -> TokenGrant:
+        raise ProviderError("invalid_grant", "invalid_grant")
 
-        class _Refused(_HeldRefresh):
-            async def refresh(
-                self, spec: Any, *, client_secret: str, refresh_token: str
-            ) -> TokenGrant:
-                self.entered.set()
-                await anyio.to_thread.run_sync(lambda: self.release.wait(30))
-                from binder.oauth import ProviderError
-
-                raise ProviderError("invalid_grant", "invalid_grant")
-
-        held = _Refused(real, None)  # type: ignore[arg-type]
-        one.services.broker._oauth = held  # type: ignore[assignment]
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(one.request_token, alice)
-            assert held.entered.wait(10)
-            newer = dataclasses.replace(
-                _stored(one, user_hash),
-                refresh_token="newer-rt",
-                expires_at=int(time.time()) + 3600,
-            )
-            anyio.run(lambda: one.services.vault.put(user_hash, PROVIDER, newer))
-            held.release.set()
-            answer = slow.result(timeout=30)
-        stored = _stored(one, user_hash)
+    answer, stored = _lose_the_race(aws, cognito, refused, refresh_token="newer-rt")
     assert stored.status == "active"
     assert stored.refresh_token == "newer-rt"
     assert answer.status_code == 200
