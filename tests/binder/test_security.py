@@ -452,3 +452,16 @@ def test_scope_upgrade_respects_the_operators_allow_list(
         scope = parse_qs(urlsplit(redirect.headers["location"]).query)["scope"][0].split()
         assert {"read", "write"} <= set(scope)
         assert binder.request_token(alice, scopes=["delete"]).status_code == 400
+
+
+def test_an_empty_allow_list_allows_nothing_beyond_the_defaults(
+    aws: dict[str, Any], cognito: Cognito
+) -> None:
+    """`allowed_scopes: []` never fails open: every scope but the provider's defaults is refused."""
+    entry = {**provider_entry(aws["secret_arn"]), "allowed_scopes": []}
+    with running_binder(aws, cognito, PROVIDERS=json.dumps([entry])) as binder:
+        alice = cognito.token("alice")
+        refused = binder.request_token(alice, scopes=["read"])
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["field"] == "scopes"
+        assert binder.request_token(alice, scopes=["openid"]).json()["error"] == "consent_required"

@@ -194,18 +194,25 @@ def validate_scopes(spec: ProviderSpec, scopes: Sequence[str]) -> tuple[str, ...
     """Check scopes a caller asks for; returns them deduplicated in order.
 
     Each scope is a non-empty RFC 6749 scope-token without commas (Slack joins with commas), at
-    most 50 of them, each in `spec.allowed_scopes` when the operator set an allow-list. Raises
-    ValueError naming the offending scope (ASCII-escaped, so it is safe to log).
+    most 50 of them. When the operator set an allow-list, each must be in it or be one the
+    binder requests anyway (a default or the refresh scope): an allow-list bounds what callers
+    add to the defaults, and an empty one means nothing beyond them. Raises ValueError naming
+    the offending scope (ASCII-escaped, so it is safe to log).
     """
     if isinstance(scopes, str) or not isinstance(scopes, Sequence):
         raise ValueError("scopes must be a list of strings")
     if len(scopes) > MAX_SCOPES:
         raise ValueError(f"at most {MAX_SCOPES} scopes may be requested")
+    implied = (*spec.default_scopes, spec.refresh_scope)
     for scope in scopes:
         problem = scope_problem(scope)
         if problem is not None:
             raise ValueError(problem)
-        if spec.allowed_scopes is not None and scope not in spec.allowed_scopes:
+        if (
+            spec.allowed_scopes is not None
+            and scope not in spec.allowed_scopes
+            and scope not in implied
+        ):
             raise ValueError(f"scope {scope[:64]!a} is not allowed for provider {spec.name!r}")
     return tuple(dict.fromkeys(scopes))
 
