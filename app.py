@@ -9,14 +9,21 @@ A bad context value stops synthesis with a message naming the key (exit code 2).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks, PCIDSS321Checks
 
-from stacks.config import AppConfig, ConfigError
-from stacks.identity_stack import IdentityStack
-from stacks.network_stack import NetworkStack
-from stacks.services_stack import ServicesStack
+# The config checks provider entries with the binder's own parser, binder.provider_schema
+# (standard library only); this is the one place that makes the binder's package importable.
+_BINDER = str(Path(__file__).resolve().parent / "services" / "binder")
+if _BINDER not in sys.path:
+    sys.path.insert(0, _BINDER)
+
+from stacks.config import AppConfig, ConfigError  # noqa: E402
+from stacks.identity_stack import IdentityStack  # noqa: E402
+from stacks.network_stack import NetworkStack  # noqa: E402
+from stacks.services_stack import ServicesStack  # noqa: E402
 
 NAG_PACKS = (AwsSolutionsChecks, NIST80053R5Checks, HIPAASecurityChecks, PCIDSS321Checks)
 

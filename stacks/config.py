@@ -3,20 +3,33 @@
 `app.py` is the only place that reads CDK context; it hands the raw values to
 `AppConfig.from_context`, which returns a frozen, validated object or raises `ConfigError`
 naming the context key and the expected form. Every key is documented in README.md.
+
+A `providers` entry is checked by the binder's own parser (`binder.provider_schema`, standard
+library only; `app.py` puts services/binder on the import path), on the entry exactly as it is
+rendered into the binder's task definition: synth accepts what the binder starts with.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-# Built-in third-party providers the binder knows (issue 3 holds their endpoints and quirks).
-BUILTIN_PROVIDERS = ("github", "google", "microsoft", "salesforce", "atlassian", "slack")
-# Generic provider kinds, configured with explicit endpoints or an OIDC discovery document.
-GENERIC_PROVIDER_KINDS = ("oidc", "oauth2")
+from binder.provider_schema import (
+    ALL_FIELDS,
+    BUILTIN_KINDS,
+    ProviderConfigError,
+    ProviderEntry,
+    parse_entry,
+)
+
+# Fields of a binder entry that the app fills in: the name is the entry's context key, the
+# secret ARN is the identity stack's.
+_APP_SET_FIELDS = frozenset({"name", "secret_arn"})
+# Fields a `providers` entry of the context may carry.
+PROVIDER_FIELDS = ALL_FIELDS - _APP_SET_FIELDS
 
 LOG_RETENTION_DAYS = (
     1,
@@ -50,13 +63,11 @@ _DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z
 _CERT_ARN = re.compile(r"^arn:aws[a-z-]*:acm:([a-z0-9-]+):(\d{12}):certificate/[0-9a-f-]{36}$")
 _HOSTED_ZONE_ID = re.compile(r"^Z[A-Z0-9]{1,31}$")
 _COGNITO_PREFIX = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
 _VAULT_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+=.@-]{0,39}$")
 _STACK_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,39}$")
 _MODEL_ID = re.compile(r"^[a-z0-9-]+\.[A-Za-z0-9.:_-]+$")
 # Cross-region inference profiles are the model ID with a geography prefix.
 _PROFILE_PREFIX = re.compile(r"^(us|us-gov|eu|apac|jp|au|ca)\.")
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._~:@/+=-]{1,256}$")
 
 
 # OIDC userinfo endpoints of the built-in providers that have one.
@@ -72,50 +83,35 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class ProviderConfig:
-    """One third-party provider users may connect; its client secret lives in Secrets Manager."""
+    """One third-party provider users may connect; its client secret lives in Secrets Manager.
 
-    name: str
-    kind: str
-    client_id: str
-    # Microsoft Entra tenant ("common", "organizations" or a tenant ID); None for other kinds.
-    tenant: str | None = None
-    # OIDC issuer for kind "oidc" (discovery at {issuer}/.well-known/openid-configuration).
-    issuer: str | None = None
-    # Kind "oauth2": explicit endpoints (authorization and token required).
-    authorization_endpoint: str | None = None
-    token_endpoint: str | None = None
-    revocation_endpoint: str | None = None
-    userinfo_endpoint: str | None = None
-    # Default scopes (oidc, oauth2) and the operator's allow-list of scopes (any kind).
-    scopes: tuple[str, ...] = ()
-    allowed_scopes: tuple[str, ...] | None = None
+    `entry` is the context entry as the binder's schema parsed it, with the fields only the
+    agent reads (an oidc provider's `userinfo_endpoint`) and without a secret ARN, which the
+    identity stack creates.
+    """
+
+    entry: ProviderEntry
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def kind(self) -> str:
+        return self.entry.kind
+
+    @property
+    def client_id(self) -> str:
+        return self.entry.client_id
 
     @property
     def userinfo_url(self) -> str | None:
         """Where the agent's generic whoami tool asks who the user is at this provider."""
-        return self.userinfo_endpoint or _KNOWN_USERINFO.get(self.kind)
+        return self.entry.userinfo_endpoint or _KNOWN_USERINFO.get(self.kind)
 
     def binder_entry(self, secret_arn: str) -> dict[str, object]:
         """This provider as the binder's PROVIDERS entry (services/binder/README.md)."""
-        entry: dict[str, object] = {
-            "name": self.name,
-            "kind": self.kind,
-            "client_id": self.client_id,
-            "secret_arn": secret_arn,
-        }
-        optional = {
-            "tenant": self.tenant,
-            "issuer": self.issuer,
-            "authorization_endpoint": self.authorization_endpoint,
-            "token_endpoint": self.token_endpoint,
-            "revocation_endpoint": self.revocation_endpoint,
-            # The binder discovers an OIDC provider's endpoints itself.
-            "userinfo_endpoint": self.userinfo_endpoint if self.kind == "oauth2" else None,
-            "scopes": list(self.scopes) or None,
-            "allowed_scopes": list(self.allowed_scopes) if self.allowed_scopes else None,
-        }
-        entry.update({k: v for k, v in optional.items() if v is not None})
-        return entry
+        return replace(self.entry, secret_arn=secret_arn).to_json()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -250,7 +246,7 @@ class AppConfig:
             ),
             allowed_return_origins=_origins(get("allowed_return_origins")),
             api_client_callback_urls=_callback_urls(get("api_client_callback_urls")),
-            providers=_providers(get("providers")),
+            providers=_providers(get("providers"), account=account, region=region),
             bedrock_models=_models(get("bedrock_model_ids")),
             bedrock_inference_regions=_regions(get("bedrock_inference_regions"), region),
             agent_desired_count=_int(get, "agent_desired_count", 2, 1, 20),
@@ -359,130 +355,52 @@ def _callback_urls(value: Any) -> tuple[str, ...]:
     return tuple(urls)
 
 
-def _providers(value: Any) -> tuple[ProviderConfig, ...]:
+def _providers(value: Any, *, account: str, region: str) -> tuple[ProviderConfig, ...]:
     key = "providers"
     form = (
         '{"<name>": {"client_id": "..."}} where <name> is one of '
-        + ", ".join(BUILTIN_PROVIDERS)
+        + ", ".join(BUILTIN_KINDS)
         + ', or any name with "kind": "oidc" (plus "issuer") or "oauth2"'
     )
     if value is None:
         return ()
     if not isinstance(value, Mapping):
         raise ConfigError(f"context key '{key}': expected {form}")
-    providers = []
-    for name, spec in value.items():
-        where = f"context key '{key}.{name}'"
-        if not isinstance(name, str) or not _PROVIDER_NAME.match(name):
-            raise ConfigError(
-                f"{where}: provider names are 2-31 lower-case letters, digits or hyphens"
-            )
-        if not isinstance(spec, Mapping):
-            raise ConfigError(f'{where}: expected an object such as {{"client_id": "..."}}')
-        unknown = set(spec) - {
-            "client_id",
-            "kind",
-            "tenant",
-            "issuer",
-            "scopes",
-            "allowed_scopes",
-            *_ENDPOINTS,
-        }
-        if unknown:
-            raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-        kind = spec.get("kind", name)
-        if kind not in BUILTIN_PROVIDERS + GENERIC_PROVIDER_KINDS:
-            raise ConfigError(
-                f"{where}: unknown provider '{kind}'; expected one of "
-                + ", ".join(BUILTIN_PROVIDERS + GENERIC_PROVIDER_KINDS)
-            )
-        client_id = spec.get("client_id")
-        if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
-            raise ConfigError(
-                f"{where}.client_id: expected the OAuth client ID the provider issued"
-            )
-        tenant = spec.get("tenant")
-        if tenant is not None and kind not in ("microsoft", "salesforce"):
-            raise ConfigError(
-                f"{where}.tenant: only the microsoft and salesforce providers take a tenant"
-            )
-        if kind == "microsoft":
-            tenant = tenant or "common"
-            if not isinstance(tenant, str) or not re.match(r"^[A-Za-z0-9.-]{1,64}$", tenant):
-                raise ConfigError(
-                    f"{where}.tenant: expected common, organizations, consumers or a tenant ID"
-                )
-        if (
-            kind == "salesforce"
-            and tenant is not None
-            and (
-                not isinstance(tenant, str)
-                or not re.match(r"^(login|test|[a-z0-9-]+\.my\.salesforce\.com)$", tenant)
-            )
-        ):
-            raise ConfigError(
-                f"{where}.tenant: expected login, test or a My Domain host "
-                "(<name>.my.salesforce.com)"
-            )
-        issuer = spec.get("issuer")
-        if kind == "oidc":
-            parts = urlsplit(issuer) if isinstance(issuer, str) else None
-            if parts is None or parts.scheme != "https" or not parts.hostname or parts.query:
-                raise ConfigError(f"{where}.issuer: expected the provider's https issuer URL")
-        elif issuer is not None:
-            raise ConfigError(f"{where}.issuer: only kind 'oidc' takes an issuer")
-        endpoints: dict[str, str | None] = {}
-        for field_name in _ENDPOINTS:
-            value = spec.get(field_name)
-            oidc_userinfo = kind == "oidc" and field_name == "userinfo_endpoint"
-            if value is not None and kind != "oauth2" and not oidc_userinfo:
-                raise ConfigError(f"{where}.{field_name}: only kind 'oauth2' takes endpoints")
-            if value is None and kind == "oauth2" and field_name in _REQUIRED_ENDPOINTS:
-                raise ConfigError(f"{where}.{field_name} is required for kind 'oauth2'")
-            if value is not None:
-                parts = urlsplit(value) if isinstance(value, str) else None
-                if parts is None or parts.scheme != "https" or not parts.hostname:
-                    raise ConfigError(f"{where}.{field_name}: expected an https URL")
-            endpoints[field_name] = value
-        scopes = _scope_list(spec.get("scopes"), f"{where}.scopes")
-        if scopes and kind not in GENERIC_PROVIDER_KINDS:
-            raise ConfigError(f"{where}.scopes: built-in providers have their own defaults")
-        allowed = spec.get("allowed_scopes")
-        providers.append(
-            ProviderConfig(
-                name=name,
-                kind=kind,
-                client_id=client_id,
-                tenant=tenant,
-                issuer=issuer,
-                scopes=scopes,
-                allowed_scopes=(
-                    _scope_list(allowed, f"{where}.allowed_scopes") if allowed is not None else None
-                ),
-                **endpoints,
+    return tuple(
+        _provider(name, fields, where=f"context key '{key}.{name}'", account=account, region=region)
+        for name, fields in value.items()
+    )
+
+
+def _provider(name: Any, fields: Any, *, where: str, account: str, region: str) -> ProviderConfig:
+    """One `providers` entry, through the binder's own parser twice: as the context states it,
+    and as rendered into the binder's PROVIDERS, which must read back to the same entry."""
+    if not isinstance(fields, Mapping):
+        raise ConfigError(f'{where}: expected an object such as {{"client_id": "..."}}')
+    app_set = sorted(_APP_SET_FIELDS & set(fields))
+    if app_set:
+        raise ConfigError(f"{where}: {', '.join(app_set)} is set by the app, not in the context")
+    # At synth the real secret ARN is a CDK token; a well-formed ARN of the account and region
+    # stands in for it.
+    placeholder = f"arn:aws:secretsmanager:{region}:{account}:secret:provider-{name}-AbCdEf"
+    try:
+        provider = ProviderConfig(
+            entry=parse_entry(
+                {**fields, "name": name, "kind": fields.get("kind", name)}, agent_fields=True
             )
         )
-    return tuple(providers)
-
-
-_ENDPOINTS = (
-    "authorization_endpoint",
-    "token_endpoint",
-    "revocation_endpoint",
-    "userinfo_endpoint",
-)
-_REQUIRED_ENDPOINTS = ("authorization_endpoint", "token_endpoint")
-_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,200}$")
-
-
-def _scope_list(value: Any, where: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(
-        isinstance(v, str) and _SCOPE.match(v) for v in value
-    ):
-        raise ConfigError(f"context key '{where}': expected a list of OAuth scope strings")
-    return tuple(value)
+        rendered = parse_entry(provider.binder_entry(placeholder))
+    except ProviderConfigError as exc:
+        problem = f"{exc.field} {exc.problem}" if exc.field and exc.problem else str(exc)
+        if exc.field == "kind" and "kind" not in fields:
+            problem += '; any other name needs "kind": "oidc" or "oauth2"'
+        raise ConfigError(f"{where}: {problem}") from None
+    if rendered != replace(provider.entry, secret_arn=placeholder).for_binder():
+        raise ConfigError(
+            f"{where}: the binder would read this entry differently from the context "
+            "(a bug in stacks/config.py: please report it)"
+        )
+    return provider
 
 
 def _models(value: Any) -> tuple[BedrockModel, ...]:

@@ -864,3 +864,16 @@ def test_request_scopes_adds_defaults_and_refresh_scope() -> None:
     assert request_scopes(slack, ["chat:write", "users:read"]) == ("chat:write", "users:read")
     with pytest.raises(ValueError, match="scope"):
         request_scopes(slack, ["chat:write,admin"])
+
+
+def test_an_empty_allow_list_allows_only_what_the_binder_requests_anyway() -> None:
+    registry = ProviderRegistry.from_json(
+        providers_json({"name": "m", "kind": "microsoft", "client_id": "c", "allowed_scopes": []})
+    )
+    ms = builtin("microsoft", name="m", client_id="c", allowed_scopes=[])
+    assert "m" in registry
+    assert ms.allowed_scopes == frozenset()
+    assert validate_scopes(ms, ["openid", "offline_access"]) == ("openid", "offline_access")
+    with pytest.raises(ValueError, match=r"'User.Read' is not allowed for provider 'm'"):
+        validate_scopes(ms, ["User.Read"])
+    assert request_scopes(ms, []) == ("openid", "offline_access")

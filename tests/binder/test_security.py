@@ -600,3 +600,16 @@ def test_error_pages_never_echo_codes_states_or_provider_text(binder: Harness) -
             assert secret not in page.text
         assert "Traceback" not in page.text
     _nothing_stored(binder)
+
+
+def test_an_empty_allow_list_allows_nothing_beyond_the_defaults(
+    aws: dict[str, Any], cognito: Cognito
+) -> None:
+    """`allowed_scopes: []` never fails open: every scope but the provider's defaults is refused."""
+    entry = {**provider_entry(aws["secret_arn"]), "allowed_scopes": []}
+    with running_binder(aws, cognito, PROVIDERS=json.dumps([entry])) as binder:
+        alice = cognito.token("alice")
+        refused = binder.request_token(alice, scopes=["read"])
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["field"] == "scopes"
+        assert binder.request_token(alice, scopes=["openid"]).json()["error"] == "consent_required"

@@ -30,7 +30,7 @@ def test_checked_in_example_values_are_valid() -> None:
     assert config.region == "us-east-1"
     assert config.availability_zones == ("us-east-1a", "us-east-1b")
     assert [p.name for p in config.providers] == ["github", "google", "microsoft"]
-    assert config.providers[2].tenant == "organizations"
+    assert config.providers[2].entry.tenant == "organizations"
     assert config.bedrock_models[0].is_inference_profile
     assert config.callback_url == "https://agents.example.com/oauth2/idpresponse"
     assert config.provider_callback_url("github") == (
@@ -52,12 +52,29 @@ def test_checked_in_example_values_are_valid() -> None:
         ({"account": "12345"}, "'account': expected a 12-digit AWS account ID"),
         ({"region": "mars-1"}, "'region': expected an AWS region"),
         ({"domain_name": "https://agents.example.com"}, "'domain_name': expected a DNS name"),
-        ({"providers": {"myspace": {"client_id": "x"}}}, "unknown provider 'myspace'"),
-        ({"providers": {"github": {}}}, "'providers.github'.client_id"),
-        ({"providers": {"github": {"client_id": "x", "tenant": "t"}}}, "only the microsoft"),
-        ({"providers": {"corp": {"client_id": "x", "kind": "oidc"}}}, "https issuer URL"),
-        ({"providers": {"Bad Name": {"client_id": "x"}}}, "provider names are"),
-        ({"providers": {"github": {"client_id": "x", "scope": "repo"}}}, "unknown field(s) scope"),
+        (
+            {"providers": {"myspace": {"client_id": "x"}}},
+            "'providers.myspace': kind must be one of github, google",
+        ),
+        ({"providers": {"github": {}}}, "'providers.github': client_id is required"),
+        (
+            {"providers": {"github": {"client_id": "x", "tenant": "t"}}},
+            "'providers.github': tenant is not used by kind 'github'",
+        ),
+        (
+            {"providers": {"corp": {"client_id": "x", "kind": "oidc"}}},
+            "'providers.corp': issuer is required",
+        ),
+        ({"providers": {"Bad Name": {"client_id": "x"}}}, "'providers.Bad Name': name must be"),
+        (
+            {"providers": {"github": {"client_id": "x", "scope": "repo"}}},
+            "'providers.github': 'scope' is not a known field",
+        ),
+        (
+            {"providers": {"github": {"client_id": "x", "secret_arn": "arn:aws:x"}}},
+            "'providers.github': secret_arn is set by the app",
+        ),
+        ({"providers": {"github": "x"}}, "'providers.github': expected an object"),
         ({"allowed_return_origins": ["http://agents.example.com"]}, "https origins"),
         ({"allowed_return_origins": ["https://a.example.com/path"]}, "https origins"),
         ({"bedrock_model_ids": []}, "'bedrock_model_ids' is required"),
@@ -146,9 +163,9 @@ def test_generic_oauth2_provider_needs_https_endpoints() -> None:
     assert "tenant" not in entry
     with pytest.raises(ConfigError, match="token_endpoint is required"):
         _config(providers={"corp": {k: v for k, v in spec.items() if k != "token_endpoint"}})
-    with pytest.raises(ConfigError, match="expected an https URL"):
+    with pytest.raises(ConfigError, match="token_endpoint must be an https URL"):
         _config(providers={"corp": {**spec, "token_endpoint": "http://idp.example.com/t"}})
-    with pytest.raises(ConfigError, match="only kind 'oauth2' takes endpoints"):
+    with pytest.raises(ConfigError, match="token_endpoint is not used by kind 'github'"):
         _config(providers={"github": {"client_id": "x", "token_endpoint": "https://a.b/t"}})
 
 

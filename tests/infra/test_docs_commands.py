@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,9 @@ import pytest
 
 from agent.tools import default_tools
 from binder.audit import EVENTS
-from binder.providers import BUILTIN_KINDS, builtin
-from stacks.config import BUILTIN_PROVIDERS, GENERIC_PROVIDER_KINDS, AppConfig
+from binder.provider_schema import BUILTIN_KINDS, GENERIC_KINDS
+from binder.providers import builtin
+from stacks.config import PROVIDER_FIELDS, AppConfig
 from stacks.identity_stack import _pascal
 from tests.infra.assembly import Synthesized
 from tests.infra.conftest import example_context
@@ -125,39 +126,18 @@ def test_every_vault_admin_command_in_the_docs_exists() -> None:
 # -- context keys ---------------------------------------------------------------------------
 
 
-class _Recording(Mapping[str, Any]):
-    """A provider entry that records which fields the config reads."""
-
-    def __init__(self, data: Mapping[str, Any], reads: set[str]) -> None:
-        self._data = data
-        self._reads = reads
-
-    def __getitem__(self, key: str) -> Any:
-        self._reads.add(key)
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
 def _keys_read_by_the_app() -> tuple[set[str], set[str]]:
-    """(top-level context keys, fields of a providers entry) AppConfig.from_context reads."""
+    """(top-level context keys AppConfig.from_context reads, fields a providers entry takes)."""
     context = example_context()
     read: set[str] = set()
-    provider_fields: set[str] = set()
-    providers = {
-        name: _Recording(spec, provider_fields) for name, spec in context["providers"].items()
-    }
 
     def get(key: str) -> Any:
         read.add(key)
-        return providers if key == "providers" else context.get(key)
+        return context.get(key)
 
     AppConfig.from_context(get)
-    return read, provider_fields
+    # The binder's schema declares a provider entry's fields (binder.provider_schema).
+    return read, set(PROVIDER_FIELDS)
 
 
 def _other_known_names() -> set[str]:
@@ -175,8 +155,8 @@ def _other_known_names() -> set[str]:
         | refresh_scopes
         | set(EVENTS)
         | {"tool_call"}
-        | set(BUILTIN_PROVIDERS)
-        | set(GENERIC_PROVIDER_KINDS)
+        | set(BUILTIN_KINDS)
+        | set(GENERIC_KINDS)
         | set(_subcommands())
         | OTHER_NAMES
     )
@@ -237,7 +217,7 @@ def _aws_commands() -> list[tuple[str, str]]:
 
 
 def _provider_names_in_docs() -> set[str]:
-    names = set(BUILTIN_PROVIDERS)
+    names = set(BUILTIN_KINDS)
     for doc in CONFIG_DOCS:
         for obj in _json_objects(doc):
             names |= set(obj.get("providers", {}))

@@ -7,9 +7,11 @@ definition; generic OIDC providers are configured from their discovery document 
 OAuth 2.0 providers from explicit endpoints.
 
 The registry is built once at start from the PROVIDERS environment variable (a JSON list, no
-secrets in it: client secrets live in Secrets Manager and only their ARNs appear here). Every
-error names the provider and the field and never echoes a value, so a bad configuration fails
-the process with a message that is safe to log.
+secrets in it: client secrets live in Secrets Manager and only their ARNs appear here). What an
+entry may hold is `binder.provider_schema`'s business alone (the CDK app runs the same parser at
+synth); this module turns a parsed entry into a spec. Every error names the provider and the
+field and never echoes a value, so a bad configuration fails the process with a message that is
+safe to log.
 """
 
 # S106 flags keyword arguments such as token_endpoint="https://..." as hard-coded passwords;
@@ -24,43 +26,41 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import anyio
 import httpx2
 
-KINDS: Final = (
-    "github",
-    "google",
-    "microsoft",
-    "salesforce",
-    "atlassian",
-    "slack",
-    "oidc",
-    "oauth2",
+from binder.provider_schema import BUILTIN_KINDS as BUILTIN_KINDS
+from binder.provider_schema import (
+    GUID_RE,
+    KIND_SCHEMAS,
+    SALESFORCE_TENANTS,
+    ProviderEntry,
+    check_client_id,
+    check_issuer,
+    check_name,
+    check_scope_list,
+    check_secret_arn,
+    check_url,
+    microsoft_tenant,
+    parse_entries,
+    salesforce_tenant,
+    scope_problem,
 )
-BUILTIN_KINDS: Final = ("github", "google", "microsoft", "salesforce", "atlassian", "slack")
+from binder.provider_schema import KINDS as KINDS
+from binder.provider_schema import MAX_SCOPES as MAX_SCOPES
+from binder.provider_schema import ProviderConfigError as ProviderConfigError
+from binder.provider_schema import config_error as _err
+
 REVOCATION_STYLES: Final = ("rfc7009", "slack", "github", "none")
 TOKEN_ENDPOINT_AUTH_METHODS: Final = ("client_secret_post", "client_secret_basic")
 
-MAX_SCOPES: Final = 50
-MAX_SCOPE_LENGTH: Final = 256
 DISCOVERY_TIMEOUT_SECONDS: Final = 5.0
 # A discovery document is a few KiB; the cap keeps a hostile or broken issuer from making the
 # binder buffer an unbounded body.
 MAX_DISCOVERY_BYTES: Final = 256 * 1024
 
-# The name appears in the callback path and in vault secret names, so it is kept to characters
-# that need no escaping in either.
-_NAME_RE: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
-_CLIENT_ID_RE: Final = re.compile(r"[\x21-\x7e]{1,256}")
-_SECRET_ARN_RE: Final = re.compile(
-    r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]{1,512}"
-)
-# RFC 6749 section 3.3 scope-token (%x21 / %x23-5B / %x5D-7E), minus "," because Slack joins
-# scopes with commas.
-_SCOPE_RE: Final = re.compile(r"[\x21\x23-\x2b\x2d-\x5b\x5d-\x7e]+")
-_LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 # Parameters the binder itself sets on the authorization request; configuration must not
 # override them (an extra "redirect_uri" or "state" would silently break the binding checks).
 _PROTOCOL_PARAMS: Final = frozenset(
@@ -77,27 +77,16 @@ _PROTOCOL_PARAMS: Final = frozenset(
     }
 )
 
-_GUID: Final = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_GUID_RE: Final = re.compile(_GUID)
 MICROSOFT_MULTI_TENANT_ISSUER: Final = "https://login.microsoftonline.com/{tenantid}/v2.0"
-_MICROSOFT_ISSUER_RE: Final = re.compile(rf"https://login\.microsoftonline\.com/({_GUID})/v2\.0")
+_MICROSOFT_ISSUER_RE: Final = re.compile(
+    rf"https://login\.microsoftonline\.com/({GUID_RE.pattern})/v2\.0"
+)
 # The tenant every personal Microsoft account signs in through; its ID tokens carry this issuer.
 MICROSOFT_CONSUMERS_TENANT_ID: Final = "9188040d-6c67-4c5b-b112-36a304b66dad"
-_SALESFORCE_MY_DOMAIN_RE: Final = re.compile(
-    r"[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?(?:\.sandbox)?\.my\.salesforce\.com"
-)
-
-
-class ProviderConfigError(ValueError):
-    """A provider is misconfigured; the message names the provider and field, never a value."""
 
 
 class ProviderDiscoveryError(ProviderConfigError):
     """OIDC discovery failed or returned a document the binder refuses to trust."""
-
-
-def _err(provider: str, field_name: str, problem: str) -> ProviderConfigError:
-    return ProviderConfigError(f"provider {provider!r}: {field_name} {problem}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,112 +187,32 @@ class ProviderSpec:
         return f"{public_base_url.rstrip('/')}/oauth2/callback/{self.name}"
 
 
-# --- validation helpers -------------------------------------------------------------------
-
-
-def _check_name(name: object, where: str = "provider") -> str:
-    if not isinstance(name, str) or _NAME_RE.fullmatch(name) is None:
-        raise ProviderConfigError(
-            f"{where}: name must be 1-32 characters of a-z, 0-9 and '-', starting and ending "
-            "with a letter or digit"
-        )
-    return name
-
-
-def _check_client_id(provider: str, client_id: object) -> str:
-    if not isinstance(client_id, str) or not client_id:
-        raise _err(provider, "client_id", "is required")
-    if _CLIENT_ID_RE.fullmatch(client_id) is None:
-        raise _err(provider, "client_id", "must be 1-256 printable ASCII characters, no spaces")
-    return client_id
-
-
-def _check_secret_arn(provider: str, secret_arn: object) -> str | None:
-    if secret_arn is None:
-        return None
-    if not isinstance(secret_arn, str) or _SECRET_ARN_RE.fullmatch(secret_arn) is None:
-        raise _err(provider, "secret_arn", "must be a Secrets Manager secret ARN")
-    return secret_arn
-
-
-def _check_url(
-    provider: str, field_name: str, url: object, *, allow_insecure_loopback: bool
-) -> str:
-    """An absolute https URL; http only for the local stack's loopback mock provider."""
-    if not isinstance(url, str) or not url:
-        raise _err(provider, field_name, "is required")
-    if len(url) > 2048 or any(not "\x21" <= c <= "\x7e" for c in url):
-        raise _err(provider, field_name, "must be a printable ASCII URL without spaces")
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        _ = parts.port  # raises ValueError on a malformed port
-    except ValueError:
-        raise _err(provider, field_name, "is not a valid URL") from None
-    if not host:
-        raise _err(provider, field_name, "must be an absolute URL with a host")
-    if parts.username is not None or parts.password is not None:
-        raise _err(provider, field_name, "must not contain credentials")
-    if parts.fragment:
-        raise _err(provider, field_name, "must not contain a fragment")
-    if parts.scheme == "https":
-        return url
-    if parts.scheme == "http" and allow_insecure_loopback and host in _LOOPBACK_HOSTS:
-        return url
-    if parts.scheme == "http" and allow_insecure_loopback:
-        raise _err(provider, field_name, "may use http only on 127.0.0.1, ::1 or localhost")
-    raise _err(provider, field_name, "must be an https URL")
-
-
-def _check_issuer(provider: str, issuer: object, *, allow_insecure_loopback: bool) -> str:
-    url = _check_url(provider, "issuer", issuer, allow_insecure_loopback=allow_insecure_loopback)
-    if urlsplit(url).query:
-        # OIDC Discovery 1.0 section 3: the issuer has no query or fragment component.
-        raise _err(provider, "issuer", "must not contain a query")
-    return url
-
-
-def _scope_problem(scope: object) -> str | None:
-    if not isinstance(scope, str):
-        return "scopes must be strings"
-    shown = f"{scope[:64]!a}"
-    if not scope:
-        return "scope must not be empty"
-    if len(scope) > MAX_SCOPE_LENGTH:
-        return f"scope {shown} is longer than {MAX_SCOPE_LENGTH} characters"
-    if _SCOPE_RE.fullmatch(scope) is None:
-        return f"scope {shown} must be printable ASCII without spaces, commas, quotes or '\\'"
-    return None
-
-
-def _check_scope_list(provider: str, field_name: str, scopes: object) -> tuple[str, ...]:
-    if isinstance(scopes, str) or not isinstance(scopes, Sequence):
-        raise _err(provider, field_name, "must be a list of scope strings")
-    if len(scopes) > MAX_SCOPES:
-        raise _err(provider, field_name, f"must list at most {MAX_SCOPES} scopes")
-    for scope in scopes:
-        problem = _scope_problem(scope)
-        if problem is not None:
-            raise _err(provider, field_name, f"is invalid: {problem}")
-    return tuple(dict.fromkeys(scopes))
+# --- scopes -----------------------------------------------------------------------------
 
 
 def validate_scopes(spec: ProviderSpec, scopes: Sequence[str]) -> tuple[str, ...]:
     """Check scopes a caller asks for; returns them deduplicated in order.
 
     Each scope is a non-empty RFC 6749 scope-token without commas (Slack joins with commas), at
-    most 50 of them, each in `spec.allowed_scopes` when the operator set an allow-list. Raises
-    ValueError naming the offending scope (ASCII-escaped, so it is safe to log).
+    most 50 of them. When the operator set an allow-list, each must be in it or be one the
+    binder requests anyway (a default or the refresh scope): an allow-list bounds what callers
+    add to the defaults, and an empty one means nothing beyond them. Raises ValueError naming
+    the offending scope (ASCII-escaped, so it is safe to log).
     """
     if isinstance(scopes, str) or not isinstance(scopes, Sequence):
         raise ValueError("scopes must be a list of strings")
     if len(scopes) > MAX_SCOPES:
         raise ValueError(f"at most {MAX_SCOPES} scopes may be requested")
+    implied = (*spec.default_scopes, spec.refresh_scope)
     for scope in scopes:
-        problem = _scope_problem(scope)
+        problem = scope_problem(scope)
         if problem is not None:
             raise ValueError(problem)
-        if spec.allowed_scopes is not None and scope not in spec.allowed_scopes:
+        if (
+            spec.allowed_scopes is not None
+            and scope not in spec.allowed_scopes
+            and scope not in implied
+        ):
             raise ValueError(f"scope {scope[:64]!a} is not allowed for provider {spec.name!r}")
     return tuple(dict.fromkeys(scopes))
 
@@ -319,7 +228,7 @@ def request_scopes(spec: ProviderSpec, scopes: Sequence[str]) -> tuple[str, ...]
 def _allowed(provider: str, allowed_scopes: Sequence[str] | None) -> frozenset[str] | None:
     if allowed_scopes is None:
         return None
-    return frozenset(_check_scope_list(provider, "allowed_scopes", allowed_scopes))
+    return frozenset(check_scope_list(provider, "allowed_scopes", allowed_scopes))
 
 
 # --- built-in providers -------------------------------------------------------------------
@@ -339,14 +248,14 @@ def builtin(
     `tenant` is for microsoft (common|organizations|consumers|<tenant GUID>; default common)
     and salesforce (login|test|<My Domain host>; default login); other kinds refuse it.
     """
-    name = _check_name(name)
+    name = check_name(name)
     if kind not in BUILTIN_KINDS:
         raise _err(name, "kind", f"must be one of {', '.join(BUILTIN_KINDS)}")
-    client_id = _check_client_id(name, client_id)
-    secret_arn = _check_secret_arn(name, secret_arn)
+    client_id = check_client_id(name, client_id)
+    secret_arn = check_secret_arn(name, secret_arn)
     allowed = _allowed(name, allowed_scopes)
-    if tenant is not None and kind not in ("microsoft", "salesforce"):
-        raise _err(name, "tenant", "is only used by the microsoft and salesforce kinds")
+    if tenant is not None and "tenant" not in KIND_SCHEMAS[kind].fields:
+        raise _err(name, "tenant", f"is not used by kind {kind!r}")
     common: dict[str, Any] = {
         "name": name,
         "kind": kind,
@@ -452,18 +361,6 @@ def _google(common: dict[str, Any]) -> ProviderSpec:
     )
 
 
-def _microsoft_tenant(provider: str, tenant: str | None) -> str:
-    if tenant is None:
-        return "common"
-    value = tenant.strip().lower()
-    if value in ("common", "organizations", "consumers") or _GUID_RE.fullmatch(value):
-        return value
-    # A verified domain (contoso.com) also works as a path segment, but ID tokens carry the
-    # tenant GUID, which cannot be derived from the domain offline: refuse rather than
-    # weaken the issuer check.
-    raise _err(provider, "tenant", "must be common, organizations, consumers or a tenant ID (GUID)")
-
-
 def _microsoft(common: dict[str, Any], tenant: str | None) -> ProviderSpec:
     # Endpoints: https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-auth-code-flow
     #   and https://learn.microsoft.com/en-us/entra/identity-platform/v2-protocols#endpoints
@@ -478,7 +375,7 @@ def _microsoft(common: dict[str, Any], tenant: str | None) -> ProviderSpec:
     #   (a new refresh token comes with every refresh, but the old one is not revoked: no
     #   rotation in the sense used here). No RFC 7009 revocation endpoint exists; a user's
     #   grants are removed in the Entra admin center or My Apps. No RFC 9207 iss.
-    tenant = _microsoft_tenant(common["name"], tenant)
+    tenant = microsoft_tenant(common["name"], tenant) or "common"
     if tenant in ("common", "organizations"):
         issuer = MICROSOFT_MULTI_TENANT_ISSUER
     elif tenant == "consumers":
@@ -513,18 +410,8 @@ def _microsoft(common: dict[str, Any], tenant: str | None) -> ProviderSpec:
 
 
 def _salesforce_host(provider: str, tenant: str | None) -> str:
-    if tenant is None or tenant.strip().lower() == "login":
-        return "login.salesforce.com"
-    value = tenant.strip().lower()
-    if value == "test":
-        return "test.salesforce.com"
-    if _SALESFORCE_MY_DOMAIN_RE.fullmatch(value):
-        return value
-    raise _err(
-        provider,
-        "tenant",
-        "must be login, test or a My Domain host (<name>.my.salesforce.com)",
-    )
+    value = salesforce_tenant(provider, tenant) or "login"
+    return f"{value}.salesforce.com" if value in SALESFORCE_TENANTS else value
 
 
 def _salesforce(common: dict[str, Any], tenant: str | None) -> ProviderSpec:
@@ -672,29 +559,29 @@ def generic_oauth2(
     section 3.1, so it costs nothing where unsupported), and refresh tokens treated as
     single-use.
     """
-    name = _check_name(name)
+    name = check_name(name)
     loop = allow_insecure_loopback
     revocation = (
         None
         if revocation_endpoint is None
-        else _check_url(
+        else check_url(
             name, "revocation_endpoint", revocation_endpoint, allow_insecure_loopback=loop
         )
     )
     userinfo = (
         None
         if userinfo_endpoint is None
-        else _check_url(name, "userinfo_endpoint", userinfo_endpoint, allow_insecure_loopback=loop)
+        else check_url(name, "userinfo_endpoint", userinfo_endpoint, allow_insecure_loopback=loop)
     )
     return ProviderSpec(
         name=name,
         kind="oauth2",
-        client_id=_check_client_id(name, client_id),
-        secret_arn=_check_secret_arn(name, secret_arn),
-        authorization_endpoint=_check_url(
+        client_id=check_client_id(name, client_id),
+        secret_arn=check_secret_arn(name, secret_arn),
+        authorization_endpoint=check_url(
             name, "authorization_endpoint", authorization_endpoint, allow_insecure_loopback=loop
         ),
-        token_endpoint=_check_url(
+        token_endpoint=check_url(
             name, "token_endpoint", token_endpoint, allow_insecure_loopback=loop
         ),
         revocation_endpoint=revocation,
@@ -705,7 +592,7 @@ def generic_oauth2(
         is_oidc=False,
         returns_iss=False,
         supports_pkce=True,
-        default_scopes=_check_scope_list(name, "scopes", scopes),
+        default_scopes=check_scope_list(name, "scopes", scopes),
         allowed_scopes=_allowed(name, allowed_scopes),
         scope_separator=" ",
         scope_param="scope",
@@ -786,12 +673,12 @@ async def discover_oidc(
     4.3; this is the mix-up defence for discovered providers), and every endpoint in it must
     pass the same URL rules as configured ones. `scopes` are extra default scopes.
     """
-    name = _check_name(name)
+    name = check_name(name)
     loop = allow_insecure_loopback
-    issuer = _check_issuer(name, issuer, allow_insecure_loopback=loop)
-    client_id = _check_client_id(name, client_id)
-    secret_arn = _check_secret_arn(name, secret_arn)
-    extra_scopes = _check_scope_list(name, "scopes", scopes if scopes is not None else ())
+    issuer = check_issuer(name, issuer, allow_insecure_loopback=loop)
+    client_id = check_client_id(name, client_id)
+    secret_arn = check_secret_arn(name, secret_arn)
+    extra_scopes = check_scope_list(name, "scopes", scopes if scopes is not None else ())
     allowed = _allowed(name, allowed_scopes)
 
     raw = await _fetch_discovery(name, discovery_url(issuer), http)
@@ -813,7 +700,7 @@ async def discover_oidc(
 
     def endpoint(key: str) -> str:
         try:
-            return _check_url(name, key, doc.get(key), allow_insecure_loopback=loop)
+            return check_url(name, key, doc.get(key), allow_insecure_loopback=loop)
         except ProviderConfigError as exc:
             raise ProviderDiscoveryError(f"{exc} (in the discovery document)") from None
 
@@ -894,40 +781,6 @@ class PendingOidc:
     allowed_scopes: tuple[str, ...] | None = None
 
 
-_COMMON_KEYS: Final = frozenset({"name", "kind", "client_id", "secret_arn", "allowed_scopes"})
-_KEYS_BY_KIND: Final[Mapping[str, frozenset[str]]] = {
-    **{kind: _COMMON_KEYS for kind in BUILTIN_KINDS},
-    "microsoft": _COMMON_KEYS | {"tenant"},
-    "salesforce": _COMMON_KEYS | {"tenant"},
-    "oidc": _COMMON_KEYS | {"issuer", "scopes"},
-    "oauth2": _COMMON_KEYS
-    | {
-        "authorization_endpoint",
-        "token_endpoint",
-        "revocation_endpoint",
-        "userinfo_endpoint",
-        "scopes",
-    },
-}
-_ALL_KEYS: Final = frozenset().union(*_KEYS_BY_KIND.values())
-
-
-def _opt_str(provider: str, entry: Mapping[str, Any], key: str) -> str | None:
-    value = entry.get(key)
-    if value is not None and not isinstance(value, str):
-        raise _err(provider, key, "must be a string")
-    return value
-
-
-def _opt_list(provider: str, entry: Mapping[str, Any], key: str) -> list[str] | None:
-    value = entry.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _err(provider, key, "must be a list of strings")
-    return value
-
-
 class ProviderRegistry:
     """The configured providers by name. OIDC discovery happens on first use, once."""
 
@@ -954,26 +807,11 @@ class ProviderRegistry:
     @classmethod
     def from_json(cls, text: str, *, allow_insecure_loopback: bool = False) -> ProviderRegistry:
         """Parse the PROVIDERS variable. Built-ins and oauth2 resolve now; oidc on first get."""
-        try:
-            entries = json.loads(text)
-        except (ValueError, RecursionError):
-            raise ProviderConfigError("PROVIDERS must be valid JSON") from None
-        if not isinstance(entries, list):
-            raise ProviderConfigError("PROVIDERS must be a JSON list of provider objects")
-        providers: list[ProviderSpec | PendingOidc] = []
-        seen: set[str] = set()
-        for index, entry in enumerate(entries):
-            where = f"PROVIDERS[{index}]"
-            if not isinstance(entry, dict):
-                raise ProviderConfigError(f"{where} must be a JSON object")
-            name = _check_name(entry.get("name"), where)
-            if name in seen:
-                raise _err(name, "name", "is configured more than once")
-            seen.add(name)
-            providers.append(
-                _parse_entry(name, entry, allow_insecure_loopback=allow_insecure_loopback)
-            )
-        return cls(providers, allow_insecure_loopback=allow_insecure_loopback)
+        entries = parse_entries(text, allow_insecure_loopback=allow_insecure_loopback)
+        return cls(
+            [spec_from_entry(e, allow_insecure_loopback=allow_insecure_loopback) for e in entries],
+            allow_insecure_loopback=allow_insecure_loopback,
+        )
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._order)
@@ -1015,64 +853,45 @@ class ProviderRegistry:
             return spec
 
 
-def _parse_entry(
-    name: str, entry: Mapping[str, Any], *, allow_insecure_loopback: bool
+def spec_from_entry(
+    entry: ProviderEntry, *, allow_insecure_loopback: bool = False
 ) -> ProviderSpec | PendingOidc:
-    kind = entry.get("kind")
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise _err(name, "kind", f"must be one of {', '.join(KINDS)}")
-    allowed_keys = _KEYS_BY_KIND[kind]
-    for key, value in entry.items():
-        if key in allowed_keys or value is None:
-            continue
-        if key in _ALL_KEYS:
-            raise _err(name, key, f"is not used by kind {kind!r}")
-        # Refuse typos ("tennant") instead of silently ignoring them. repr() of a JSON key is
-        # safe: keys are names, not secrets.
-        raise _err(name, repr(key[:40]), "is not a known field")
-    client_id = _check_client_id(name, entry.get("client_id"))
-    secret_arn = _check_secret_arn(name, entry.get("secret_arn"))
-    allowed_scopes = _opt_list(name, entry, "allowed_scopes")
-    if allowed_scopes is not None:
-        _check_scope_list(name, "allowed_scopes", allowed_scopes)
-    if kind in BUILTIN_KINDS:
+    """The spec of a parsed entry (`provider_schema.parse_entry`), or the pending oidc one."""
+    if entry.kind in BUILTIN_KINDS:
         return builtin(
-            kind,
-            name=name,
-            client_id=client_id,
-            secret_arn=secret_arn,
-            tenant=_opt_str(name, entry, "tenant"),
-            allowed_scopes=allowed_scopes,
+            entry.kind,
+            name=entry.name,
+            client_id=entry.client_id,
+            secret_arn=entry.secret_arn,
+            tenant=entry.tenant,
+            allowed_scopes=entry.allowed_scopes,
         )
-    scopes = _opt_list(name, entry, "scopes") or []
-    if kind == "oauth2":
+    if entry.kind == "oauth2":
         return generic_oauth2(
-            name=name,
-            client_id=client_id,
-            secret_arn=secret_arn,
-            authorization_endpoint=_required_str(name, entry, "authorization_endpoint"),
-            token_endpoint=_required_str(name, entry, "token_endpoint"),
-            revocation_endpoint=_opt_str(name, entry, "revocation_endpoint"),
-            userinfo_endpoint=_opt_str(name, entry, "userinfo_endpoint"),
-            scopes=scopes,
+            name=entry.name,
+            client_id=entry.client_id,
+            secret_arn=entry.secret_arn,
+            authorization_endpoint=_present(entry, "authorization_endpoint"),
+            token_endpoint=_present(entry, "token_endpoint"),
+            revocation_endpoint=entry.revocation_endpoint,
+            userinfo_endpoint=entry.userinfo_endpoint,
+            scopes=entry.scopes,
             allow_insecure_loopback=allow_insecure_loopback,
-            allowed_scopes=allowed_scopes,
+            allowed_scopes=entry.allowed_scopes,
         )
-    issuer = _check_issuer(
-        name, _required_str(name, entry, "issuer"), allow_insecure_loopback=allow_insecure_loopback
-    )
     return PendingOidc(
-        name=name,
-        issuer=issuer,
-        client_id=client_id,
-        secret_arn=secret_arn,
-        scopes=_check_scope_list(name, "scopes", scopes),
-        allowed_scopes=None if allowed_scopes is None else tuple(allowed_scopes),
+        name=entry.name,
+        issuer=_present(entry, "issuer"),
+        client_id=entry.client_id,
+        secret_arn=entry.secret_arn,
+        scopes=entry.scopes,
+        allowed_scopes=entry.allowed_scopes,
     )
 
 
-def _required_str(provider: str, entry: Mapping[str, Any], key: str) -> str:
-    value = _opt_str(provider, entry, key)
-    if not value:
-        raise _err(provider, key, "is required")
+def _present(entry: ProviderEntry, field_name: str) -> str:
+    """A field the entry's kind requires (parse_entry saw to it; this narrows the type)."""
+    value = getattr(entry, field_name)
+    if not isinstance(value, str):
+        raise _err(entry.name, field_name, "is required")
     return value
