@@ -6,10 +6,11 @@ a chat turn and a token request that answer `consent_required`, the consent link
 the provider, the callback, a token issued by the binder, a chat turn that uses it, disconnect.
 Every secret seen on the way is captured: the password, the edge's session cookie, the Cognito
 tokens moto issued (the edge session's included), the authorization session id, `state`,
-`nonce`, the PKCE challenge and verifier, the authorization code, the provider's access,
-refresh and ID tokens, the provider client secret. After the stack stopped (so every line is
-flushed), no log file written by any of its processes may hold any of them, nor anything shaped
-like a JWT or an OAuth parameter with its value.
+`nonce`, the PKCE challenge and verifier, the authorization code, the provider's access and
+refresh tokens, the provider client secret. After the stack stopped (so every line is flushed),
+no log file written by any of its processes may hold any of them, nor anything shaped like a
+JWT (the provider's ID token, which the binder validates and never stores, among them) or an
+OAuth parameter with its value.
 """
 
 from __future__ import annotations
@@ -265,6 +266,7 @@ def test_a_full_local_flow_leaves_no_secret_in_any_log(stack: Stack) -> None:
         "provider refresh token",
         "Cognito access token",
         "Cognito refresh token",
+        "Cognito id token",
     }
     assert expected <= set(found.values), sorted(expected - set(found.values))
     leaks: list[str] = []
