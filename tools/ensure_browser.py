@@ -44,7 +44,7 @@ def playwright_chromium() -> str | None:
     try:
         with sync_playwright() as playwright:
             return playwright.chromium.executable_path
-    except Error:
+    except (Error, OSError):  # its driver did not start: no Playwright browser either
         return None
 
 
