@@ -1,6 +1,6 @@
 # Secure agents on Amazon ECS: every entry point of the project.
 #   make dev       the whole system on 127.0.0.1 (moto, a local OIDC provider, services, edge)
-#   make test      set up (idempotent), lint, run every test (a real-browser test included)
+#   make test      set up (idempotent, a browser too), lint, run every test (a real-browser one too)
 #   make synth     cdk synth of all stacks with four cdk-nag packs, and a one-screen summary
 #   make bench     every benchmark; report in bench/results/ (see docs/bench-example.md)
 #   make bootstrap / make deploy   cdk bootstrap / cdk deploy --all (AWS credentials needed)
@@ -28,7 +28,7 @@ IMAGE_VENV := .venv-image
 # Tests that exercise only the services (no CDK): they run on both Pythons.
 SERVICE_TESTS := tests/services tests/binder tests/agent tests/fakes tests/integration
 
-.PHONY: help setup lint test synth bootstrap deploy dev bench clean distclean
+.PHONY: help setup browser lint test synth bootstrap deploy dev bench clean distclean
 
 help:
 	@sed -n '2,8p' Makefile | sed 's/^# *//'
@@ -66,12 +66,17 @@ node_modules/.installed: package.json package-lock.json $(VENV)/.installed
 
 setup: $(VENV)/.installed $(CHECKOV_VENV)/.installed node_modules/.installed $(IMAGE_VENV)/.installed
 
+# The browser test's Chromium: found, or installed (apt-get as root, else Playwright's
+# installer), or one line naming the command to run, before any test runs.
+browser: setup
+	@$(PY) tools/ensure_browser.py
+
 lint: setup
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
 	@$(PY) -m mypy app.py stacks constructs services tests bench tools devstack
 
-test: setup lint
+test: setup browser lint
 	@JSII_NODE="$(NODE)" CHECKOV="$(CURDIR)/$(CHECKOV_VENV)/bin/checkov" $(PY) -m pytest
 	@if [ -x $(IMAGE_VENV)/bin/python ]; then \
 	   echo "service tests again on the images' Python ($$($(IMAGE_VENV)/bin/python -V))"; \

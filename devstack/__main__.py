@@ -1,9 +1,11 @@
 """`make dev`: the whole system on 127.0.0.1, no AWS account.
 
 Starts and supervises moto server (Cognito, Secrets Manager, KMS, DynamoDB), a local OIDC
-provider (oidc-provider-mock, a real provider server by another author), the binder, the agent
-and the dev edge that plays the ALB. Prints one banner. Ctrl-C stops everything; a child that
-dies is named and the rest are stopped.
+provider (oidc-provider-mock, a real provider server by another author, through
+devstack.oidc_provider), the binder, the agent and the dev edge that plays the ALB. Prints one
+banner. Ctrl-C stops everything; a child that dies is named and the rest are stopped. Each
+child writes `{name}.log` in --logs; none of them logs a code, state, PKCE value, token or
+password (tests/devstack/test_no_secrets_in_logs.py).
 """
 
 from __future__ import annotations
@@ -112,9 +114,7 @@ def run(args: argparse.Namespace) -> int:
             [
                 py,
                 "-m",
-                "oidc_provider_mock",
-                "--host",
-                procs.LOOPBACK,
+                "devstack.oidc_provider",
                 "--port",
                 str(ports["provider"]),
                 *[a for claims in users for a in ("--user-claims", claims)],

@@ -25,6 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from devstack import logs
+
 _HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -119,6 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.upstream.startswith("http://127.0.0.1:"):
         raise SystemExit("the upstream must be a loopback moto server (http://127.0.0.1:PORT)")
+    logs.configure()  # it forwards AWS calls whose bodies hold vault tokens: libraries quiet
     uvicorn.run(create_proxy(args.upstream), host="127.0.0.1", port=args.port, log_level="warning")
 
 

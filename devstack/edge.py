@@ -11,8 +11,9 @@ Routing, in the order of the ALB's listener rules:
 - `/api/*` -> agent, no sign-in at the edge: callers send their own `Authorization: Bearer`.
 - everything else, `/internal/*` included, is a fixed 404.
 
-Client-sent `x-amzn-oidc-*` headers are always removed, as the ALB does. Tokens and passwords
-are never logged.
+Client-sent `x-amzn-oidc-*` headers are always removed, as the ALB does. Tokens, passwords and
+URLs (a callback's carries the authorization code and state) are never logged: devstack.logs
+holds httpx2 and the other URL-logging libraries at WARNING.
 
 Run: python -m devstack.edge --port P --binder-public URL --agent URL --cognito-endpoint URL
 --client-id ID
@@ -44,6 +45,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from devstack import logs
 
 LOOPBACK = "127.0.0.1"
 COOKIE = "edge_session"
@@ -595,7 +598,7 @@ def main() -> None:
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--region", default="us-east-1")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure(logging.INFO)  # httpx2 would log every URL: callbacks hold codes
     config = EdgeConfig(
         binder_public=args.binder_public,
         agent=args.agent,

@@ -14,6 +14,7 @@ the integration tests and the benchmarks all use it.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -28,7 +29,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import run_simple
 
-from devstack import moto_fixes
+from devstack import logs, moto_fixes
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -60,8 +61,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.host != LOOPBACK:
         parser.error(f"loopback only ({LOOPBACK})")
+    logs.configure()  # werkzeug's request lines hold URLs: it logs warnings only
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    logging.getLogger("devstack.moto_server").info(
+        "moto server on http://%s:%d (request lines are not logged)", args.host, args.port
+    )
     run_simple(
         args.host,
         args.port,

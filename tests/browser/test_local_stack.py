@@ -1,4 +1,8 @@
-"""The local demo in a real browser (Playwright driving Debian's chromium, headless).
+"""The local demo in a real browser (Playwright driving Chromium, headless).
+
+The browser is the one `make test` found or installed before any test ran
+(tools/ensure_browser.py: Debian's chromium, or Playwright's own); without one this test fails
+rather than skips, so CI always runs it.
 
 The stack is started exactly as `make dev` starts it (`python -m devstack`). Screenshots of each
 step go to test-artifacts/browser/ (not committed); the chat screenshot the README shows is
@@ -8,7 +12,6 @@ docs/screenshot-chat.png, refreshed by `UPDATE_SCREENSHOT=1 make test`.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,10 +25,10 @@ import psutil
 import pytest
 
 from devstack import aws, procs
+from tools import ensure_browser
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LOOPBACK_ONLY = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -53,8 +56,6 @@ def _wait(url: str, process: subprocess.Popen[str], timeout: float = 90) -> None
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: .ci/run installs Debian's chromium")
     port, moto_port = procs.free_port(), procs.free_port()
     process = subprocess.Popen(
         [
@@ -89,10 +90,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def browser(stack: Stack) -> Iterator[object]:
+def chromium_path() -> str:
+    found = ensure_browser.find()
+    if found is None:
+        pytest.fail("no Chromium runs here: `make test` installs one (tools/ensure_browser.py)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path: str, stack: Stack) -> Iterator[object]:
     with playwright_api.sync_playwright() as p:
         chromium = p.chromium.launch(
-            executable_path=CHROMIUM,
+            executable_path=chromium_path,
             args=[
                 "--no-sandbox",
                 "--disable-gpu",
