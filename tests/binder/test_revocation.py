@@ -277,7 +277,7 @@ def test_disconnecting_slack_deletes_the_connection_and_audits_the_revocation(
     assert request.headers["authorization"] == "Bearer xoxp-live-token"
     (line,) = _audit_lines(caplog, "connection_deleted")
     assert line["reason"] == summary
-    assert line["revocation"] == {"access_token": outcome}
+    assert line["revocation"] == {"access": outcome}
     assert "xoxp-live-token" not in caplog.text
 
 
@@ -327,7 +327,7 @@ def test_disconnect_deletes_when_the_client_secret_cannot_be_read(
         )
         assert "did not confirm" in page.text
     (line,) = _audit_lines(caplog, "connection_deleted")
-    assert line["revocation"] == {"refresh_token": NOT_ATTEMPTED, "access_token": NOT_ATTEMPTED}
+    assert line["revocation"] == {"refresh": NOT_ATTEMPTED, "access": NOT_ATTEMPTED}
 
 
 def test_rfc7009_disconnect_revokes_refresh_then_access_token_at_the_provider(
@@ -346,4 +346,4 @@ def test_rfc7009_disconnect_revokes_refresh_then_access_token_at_the_provider(
     assert not binder.provider.is_token_active(issued)
     assert binder.provider.counters.revocations == 2
     (line,) = _audit_lines(caplog, "connection_deleted")
-    assert line["revocation"] == {"refresh_token": CONFIRMED, "access_token": CONFIRMED}
+    assert line["revocation"] == {"refresh": CONFIRMED, "access": CONFIRMED}

@@ -335,7 +335,9 @@ class Broker:
             user_hash=user.user_hash,
             provider=spec.name,
             reason=summary,
-            revocation=outcomes,
+            # "refresh"/"access", not the token_type_hint names: a line with
+            # `"refresh_token": "..."` would look like a leaked token to any log scanner.
+            revocation={kind.removesuffix("_token"): o for kind, o in outcomes.items()},
         )
         return Disconnected(provider=spec.name, revocation=summary)
 
