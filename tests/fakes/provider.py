@@ -771,6 +771,9 @@ def _bind_loopback(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        # Listen now, not when uvicorn starts: the CLI prints its URL before serving, and a
+        # client that connects in between must wait in the backlog, not be refused.
+        sock.listen(128)
     except OSError:
         sock.close()
         raise
