@@ -613,3 +613,37 @@ def test_an_empty_allow_list_allows_nothing_beyond_the_defaults(
         assert refused.status_code == 400, refused.text
         assert refused.json()["field"] == "scopes"
         assert binder.request_token(alice, scopes=["openid"]).json()["error"] == "consent_required"
+
+
+def test_a_body_cut_short_by_the_client_is_a_400_not_a_500(binder: Harness) -> None:
+    alice = binder.cognito.token("alice")
+    incoming = [
+        {"type": "http.request", "body": b'{"provi', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/internal/tokens",
+        "raw_path": b"/internal/tokens",
+        "root_path": "",
+        "headers": [
+            (b"authorization", f"Bearer {alice}".encode()),
+            (b"content-type", b"application/json"),
+        ],
+        "query_string": b"",
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("testserver", 8081),
+        "client": ("192.0.2.1", 40000),
+    }
+    anyio.run(binder.app, scope, receive, send)
+    assert sent[0]["status"] == 400

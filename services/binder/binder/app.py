@@ -18,7 +18,7 @@ import httpx2
 from botocore.config import Config
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -223,6 +223,9 @@ def internal_routes(services: Services) -> list[Route]:
             )
         try:
             body = parse_object(await request.body())
+        except ClientDisconnect:
+            # Nobody reads this answer; it only must not count as a 500.
+            return _bad_request("body", "the body was cut short")
         except BodyError as exc:
             return _bad_request(exc.field, exc.message)
         unknown = set(body) - {"provider", "scopes", "return_url"}
