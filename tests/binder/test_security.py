@@ -21,6 +21,7 @@ import boto3
 import pytest
 from joserfc.jwk import RSAKey
 from starlette.testclient import TestClient
+from starlette.types import Message, Scope
 
 from svc_common.jsonlog import JsonFormatter, quiet_third_party
 from tests.binder.conftest import (
@@ -617,19 +618,19 @@ def test_an_empty_allow_list_allows_nothing_beyond_the_defaults(
 
 def test_a_body_cut_short_by_the_client_is_a_400_not_a_500(binder: Harness) -> None:
     alice = binder.cognito.token("alice")
-    incoming = [
+    incoming: list[Message] = [
         {"type": "http.request", "body": b'{"provi', "more_body": True},
         {"type": "http.disconnect"},
     ]
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return incoming.pop(0) if incoming else {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {
+    scope: Scope = {
         "type": "http",
         "method": "POST",
         "path": "/internal/tokens",
