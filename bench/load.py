@@ -1,7 +1,8 @@
 """Load and concurrency run (issue 6): N users, two binder processes, one moto server, and the
 fault-injecting fake OAuth provider with rotating refresh tokens, all on 127.0.0.1, bounded in
-count (users x requests) and in time (`time_limit_s`: past it the run stops and reports). moto
-runs with its requests serialized (devstack/moto_server.py explains why).
+count (users x requests, at most MAX_ATTEMPTS attempts each) and in time (per-request timeouts,
+per-stage budgets scaled to the host, and a hard cap). moto runs with its requests serialized
+(devstack/moto_server.py explains why).
 
 Phases:
 
@@ -19,13 +20,32 @@ Phases:
    token crosses expiry exactly once, while up to `requests_per_user` requests of that user race
    on the two binders. Tokens issued from then on live an hour (no second crossing).
 
+Overload: a 503 with a Retry-After header is the services' documented way to shed load, so the
+client behaves as the agent and a browser would: it waits Retry-After (at most
+MAX_RETRY_AFTER_S) and repeats the same request, at most MAX_ATTEMPTS times in all. Such answers
+are counted as degradation (`degraded_503`), apart from errors: 500, any other 5xx or a 503
+without Retry-After (`five_xx`), and transport errors, by exception type (a request gets
+CLIENT_TIMEOUT_S to answer, the ALB's default idle timeout). What a repeated request answered
+when it was not the expected status (for example 409 `used_session` after a 503 on the
+authorization link: the 503 was not safe to retry) is listed under `answers.after_retry`.
+
+Timing scales to the host instead of a fixed deadline: a short calibration round measures
+moto's and the binders' latency, wave A's budget follows the time the host took to create the
+Cognito users, and every later stage's budget follows the throughput (seconds per request) the
+host showed in the stage before, times STAGE_SAFETY (never under STAGE_FLOOR_S). The first
+tokens' lifetime follows wave A's time the same way. A stage that overruns its budget stops the
+run, which reports what it measured and where it stopped (`timing`); `time_limit_s`, when
+given, is a hard cap over everything.
+
 Invariants, checked afterwards (all must hold for "pass"): every flow completes; every token
-request of phases 1 and 2 answers 200; no 5xx and no transport error anywhere; the provider saw
-exactly one refresh per user (`refreshes_by_subject`) and no replayed refresh token; every
-access token returned maps, through the provider's `/userinfo`, to the user who asked for it;
-the vault holds exactly one secret per user, parsing as the binder's `TokenRecord` JSON, active,
-holding the newest access token that user received and a refresh token the provider still
-accepts (probed last, after the counters are read), and no other secret.
+request of phases 1 and 2 answers 200 (after Retry-After waits); no 5xx error and no transport
+error anywhere; the provider saw exactly one refresh per user (`refreshes_by_subject`) and no
+replayed refresh token; every access token returned maps, through the provider's `/userinfo`,
+to the user who asked for it; the vault holds exactly one secret per user, parsing as the
+binder's `TokenRecord` JSON, active, holding the newest access token that user received and a
+refresh token the provider still accepts (probed last, after the counters are read), and no
+other secret. A user whose consent flow failed is reported as not connected, not as a lost
+entry.
 
 Run: python bench/load.py --users 200 (prints the JSON report; exit status 1 if it fails).
 """
@@ -67,8 +87,34 @@ VAULT_PREFIX = services.VAULT_PREFIX
 REFRESH_SKEW_SECONDS = 5
 TOKEN_CACHE_SECONDS = 2
 MIN_EXPIRES_IN = 20  # first tokens: at least this, more if the consent waves are slow
+EXPIRY_PAD_SECONDS = 5  # first tokens: added to the lifetime derived from wave A
+EXPIRY_SAFETY = 1.2  # first tokens: margin over the expected wave B + phase 1
 AFTER_EXPIRES_IN = 3600  # tokens issued once the consent waves are done
 EXPIRY_MARGIN_SECONDS = 0.5  # phase 2 starts this long after the last first token is due
+# Per request: the ALB's default idle timeout (past it the ALB would answer 504 itself).
+CLIENT_TIMEOUT_S = 60.0
+# The agent's binder client gives up after this long (services/agent/agent/binder_client.py):
+# token requests slower than that are counted, as the agent would have failed them.
+AGENT_TIMEOUT_S = 10.0
+# Idle keep-alive connections are dropped before uvicorn's 5 s keep-alive timeout closes them
+# server-side, so a request never goes out on a connection the server is closing (that race
+# shows up as ReadError or RemoteProtocolError on a slow host, and it is the client's own doing).
+KEEPALIVE_EXPIRY_S = 2.0
+MAX_ATTEMPTS = 4  # per request, when the answers are 503 (or 429) with Retry-After
+MAX_RETRY_AFTER_S = 30.0  # a longer Retry-After is waited this long
+# Stage budgets: STAGE_SAFETY x (requests of the stage) x (seconds per request the host showed
+# in the stage before) x the stage's relative cost below, and never under STAGE_FLOOR_S. The
+# relative costs are what a 2-core host showed from idle to about 6 times slower (CPU hogs,
+# a slowed moto): wave B and phase 1 took at most 1x and 0.45x wave A's time per request,
+# phase 2 at most 2.8x phase 1's, the vault check less than the Cognito setup per user, and
+# wave A at most 5x the Cognito setup.
+STAGE_SAFETY = 4.0
+STAGE_FLOOR_S = 60.0
+WAVE_A_COST_PER_SETUP_USER = 5.0  # wave A, per user, against the Cognito setup per user
+DEFAULT_HARD_CAP_S = 1800.0  # when no time limit is given: a safety net, not the expectation
+CALIBRATION_ROUNDS = 16
+# What each step answers when all is well (every other step: 200).
+EXPECTED_STATUS = {"consent_token_request": 403, "authorize": 302, "provider_authorize": 302}
 RECORD_FIELDS = {
     "provider",
     "access_token",
@@ -111,8 +157,26 @@ class Tally:
     failures: Counter[str] = field(default_factory=Counter)
     latencies_ms: defaultdict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
     seconds: dict[str, float] = field(default_factory=dict)
-    five_xx: int = 0
+    five_xx: int = 0  # errors: 500, other 5xx, 503 without Retry-After
+    degraded_503: int = 0  # 503 with Retry-After: load shed as documented, retried
     transport_errors: int = 0
+    # step -> class ("500", "502", "503_without_retry_after", ...) -> count
+    five_xx_by_step: defaultdict[str, Counter[str]] = field(
+        default_factory=lambda: defaultdict(Counter)
+    )
+    degraded_by_step: Counter[str] = field(default_factory=Counter)
+    transport_by_step: defaultdict[str, Counter[str]] = field(
+        default_factory=lambda: defaultdict(Counter)
+    )
+    retries: int = 0
+    recovered_after_retry: int = 0
+    gave_up_after_retries: int = 0
+    after_retry: Counter[str] = field(default_factory=Counter)  # "step:status" not expected
+    over_agent_timeout: int = 0
+    answers_by_stage: Counter[str] = field(default_factory=Counter)
+    budgets_s: dict[str, float] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    stop_reason: str | None = None
     expires_in: int = MIN_EXPIRES_IN
     phase1_margin_s: float | None = None
     counters_after_phase1: dict[str, Any] = field(default_factory=dict)
@@ -120,6 +184,24 @@ class Tally:
     token_subjects: dict[str, str | None] = field(default_factory=dict)
     vault: dict[str, Any] = field(default_factory=dict)
     stage: str = "setup"
+
+
+def _retry_after(response: httpx2.Response) -> float | None:
+    """Seconds to wait before repeating the request: only for a 503 or 429 that says so (a
+    whole number of seconds, RFC 9110; the services never send the date form)."""
+    if response.status_code not in (503, 429):
+        return None
+    value = response.headers.get("retry-after", "").strip()
+    if not value.isdigit():
+        return None
+    return min(float(value), MAX_RETRY_AFTER_S)
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _percentile(values: list[float], p: float) -> float | None:
@@ -189,10 +271,12 @@ class Driver:
         self.requests_per_user = requests_per_user
         self.limit = asyncio.Semaphore(concurrency)
         self.http = httpx2.AsyncClient(
-            timeout=30,
+            timeout=CLIENT_TIMEOUT_S,
             follow_redirects=False,
             limits=httpx2.Limits(
-                max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2
+                max_connections=concurrency * 2,
+                max_keepalive_connections=concurrency * 2,
+                keepalive_expiry=KEEPALIVE_EXPIRY_S,
             ),
         )
 
@@ -203,23 +287,63 @@ class Driver:
         url: str,
         *,
         latencies: list[float] | None = None,
+        retry: bool = True,
         **kwargs: Any,
     ) -> httpx2.Response | None:
-        async with self.limit:
-            start = time.perf_counter()
-            try:
-                response = await self.http.request(method, url, **kwargs)
-            except httpx2.HTTPError as exc:
-                self.tally.transport_errors += 1
-                self.tally.failures[f"{step}:{type(exc).__name__}"] += 1
-                return None
-            elapsed_ms = (time.perf_counter() - start) * 1000
+        """One request; a 503 (or 429) with Retry-After is repeated after that wait, at most
+        MAX_ATTEMPTS times in all (the wait does not hold a concurrency slot). Returns the last
+        answer, or None after a transport error (counted by type, never retried: the request
+        may have been applied)."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            async with self.limit:
+                start = time.perf_counter()
+                try:
+                    response = await self.http.request(method, url, **kwargs)
+                except httpx2.HTTPError as exc:
+                    kind = type(exc).__name__
+                    self.tally.transport_errors += 1
+                    self.tally.transport_by_step[step][kind] += 1
+                    self.tally.failures[f"{step}:{kind}"] += 1
+                    self.tally.answers_by_stage[self.tally.stage] += 1
+                    return None
+                elapsed_ms = (time.perf_counter() - start) * 1000
+            self._count(step, response, elapsed_ms)
+            wait = _retry_after(response)
+            if wait is None or not retry:
+                break
+            if attempt == MAX_ATTEMPTS:
+                self.tally.gave_up_after_retries += 1
+                break
+            self.tally.retries += 1
+            await asyncio.sleep(wait)
+        if attempt > 1:
+            if response.status_code == EXPECTED_STATUS.get(step, 200):
+                self.tally.recovered_after_retry += 1
+            else:
+                self.tally.after_retry[f"{step}:{response.status_code}"] += 1
         if latencies is not None:
             latencies.append(elapsed_ms)
-        self.tally.statuses[step][response.status_code] += 1
-        if response.status_code >= 500:
-            self.tally.five_xx += 1
         return response
+
+    def _count(self, step: str, response: httpx2.Response, elapsed_ms: float) -> None:
+        tally = self.tally
+        status = response.status_code
+        tally.statuses[step][status] += 1
+        tally.answers_by_stage[tally.stage] += 1
+        if (
+            step.startswith(("token_phase", "consent_token"))
+            and elapsed_ms > AGENT_TIMEOUT_S * 1000
+        ):
+            tally.over_agent_timeout += 1
+        if status < 500:
+            return
+        if status == 503 and _retry_after(response) is not None:
+            tally.degraded_503 += 1
+            tally.degraded_by_step[step] += 1
+            return
+        tally.five_xx += 1
+        kind = "503_without_retry_after" if status == 503 else str(status)
+        tally.five_xx_by_step[step][kind] += 1
 
     def fail(self, step: str, why: str) -> None:
         self.tally.failures[f"{step}:{why}"] += 1
@@ -338,16 +462,70 @@ class Driver:
         tokens = {t for user in self.users for t, _ in user.issued[phase]}
         await asyncio.gather(*(whose(t) for t in tokens - set(self.tally.token_subjects)))
 
-    async def refresh_token_live(self, refresh_token: str) -> bool:
-        """Whether the provider still accepts this refresh token (a real refresh grant)."""
+    async def refresh_token_live(self, refresh_token: str) -> bool | None:
+        """Whether the provider still accepts this refresh token (a real refresh grant); None
+        when the provider gave no answer (not evidence of a lost entry, and never retried: the
+        grant may have been applied)."""
         response = await self.call(
             "refresh_probe",
             "POST",
             f"{self.provider}/token",
             data={"grant_type": "refresh_token", "refresh_token": refresh_token},
             auth=PROVIDER_CLIENT,
+            retry=False,
         )
-        return response is not None and response.status_code == 200
+        if response is None:
+            return None
+        return response.status_code == 200
+
+    async def calibrate(self, local: aws.LocalAws) -> dict[str, Any]:
+        """A short round that says how fast this host is right now: sequential `/healthz` on
+        each binder (event loop and HTTP), DynamoDB GetItem and Secrets Manager GetSecretValue
+        on moto (one call at a time, as the binders make them), and the provider's discovery
+        document. Milliseconds, median and max."""
+
+        async def http_ms(url: str) -> list[float]:
+            times = []
+            for _ in range(CALIBRATION_ROUNDS):
+                start = time.perf_counter()
+                response = await self.http.get(url)
+                response.raise_for_status()
+                times.append((time.perf_counter() - start) * 1000)
+            return times
+
+        def aws_ms() -> tuple[list[float], list[float]]:
+            dynamodb = aws.client("dynamodb", local.endpoint)
+            secrets = aws.client("secretsmanager", local.endpoint)
+            secret_arn = local.provider_secrets[PROVIDER]
+            reads: list[float] = []
+            secret_reads: list[float] = []
+            for i in range(CALIBRATION_ROUNDS):
+                start = time.perf_counter()
+                dynamodb.get_item(
+                    TableName=local.table,
+                    Key={"pk": {"S": f"calibration#{i}"}},
+                    ConsistentRead=True,
+                )
+                reads.append((time.perf_counter() - start) * 1000)
+                start = time.perf_counter()
+                secrets.get_secret_value(SecretId=secret_arn)
+                secret_reads.append((time.perf_counter() - start) * 1000)
+            return reads, secret_reads
+
+        def summary(values: list[float]) -> dict[str, float | None]:
+            return {"p50": _percentile(values, 50), "max": _percentile(values, 100)}
+
+        start = time.perf_counter()
+        binder_ms = [await http_ms(f"{b.internal}/healthz") for b in self.binders]
+        provider_ms = await http_ms(f"{self.provider}/.well-known/openid-configuration")
+        get_item, get_secret = await asyncio.to_thread(aws_ms)
+        return {
+            "binder_healthz_ms": summary([t for times in binder_ms for t in times]),
+            "provider_discovery_ms": summary(provider_ms),
+            "moto_get_item_ms": summary(get_item),
+            "moto_get_secret_value_ms": summary(get_secret),
+            "seconds": round(time.perf_counter() - start, 2),
+        }
 
 
 def _read_vault(local: aws.LocalAws) -> dict[str, str]:
@@ -374,16 +552,22 @@ def _read_vault(local: aws.LocalAws) -> dict[str, str]:
 
 
 async def _check_vault(driver: Driver, local: aws.LocalAws) -> None:
-    """Exactly one entry per user: a TokenRecord, active, with the newest access token the user
-    received and a refresh token the provider still accepts; no other entry."""
+    """Exactly one entry per connected user: a TokenRecord, active, with the newest access token
+    the user received and a refresh token the provider still accepts; no other entry. A user
+    whose consent flow failed and who has no entry is counted as not connected (the flow
+    failure is reported where it happened), not as a lost entry."""
     values = await asyncio.to_thread(_read_vault, local)
     problems: Counter[str] = Counter()
     bad_users = 0
+    not_connected = 0
     probes: list[tuple[User, str]] = []
     expected = set()
     for user in driver.users:
         name = f"{VAULT_PREFIX}/{PROVIDER}/{user.user_hash}"
         expected.add(name)
+        if name not in values and not user.connected:
+            not_connected += 1
+            continue
         issued = [pair for phase in (1, 2) for pair in user.issued[phase]]
         latest = max(issued, key=lambda pair: pair[1] or 0)[0] if issued else None
         why = _record_problem(values.get(name), latest)
@@ -395,11 +579,14 @@ async def _check_vault(driver: Driver, local: aws.LocalAws) -> None:
     live = await asyncio.gather(*(driver.refresh_token_live(token) for _, token in probes))
     dead = live.count(False)
     problems["refresh_token_not_accepted"] += dead
+    problems["refresh_token_unverified"] += live.count(None)
     extra = sorted(set(values) - expected)
     problems["unexpected_entries"] += len(extra)
     driver.tally.vault = {
         "entries": len(values),
         "lost_or_corrupted": bad_users + dead + len(extra),
+        "not_connected": not_connected,
+        "unverified": live.count(None),
         "problems": {k: v for k, v in sorted(problems.items()) if v},
     }
 
@@ -428,41 +615,75 @@ def _record_problem(value: str | None, latest: str | None) -> str | None:
     return None
 
 
-async def _drive(driver: Driver, local: aws.LocalAws) -> None:
+def _budget(requests: int, seconds_per_request: float, cost: float) -> float:
+    return round(max(STAGE_FLOOR_S, STAGE_SAFETY * cost * requests * seconds_per_request), 1)
+
+
+async def _drive(
+    driver: Driver, local: aws.LocalAws, *, setup_s_per_user: float, hard_deadline: float
+) -> None:
     tally = driver.tally
+    n = len(driver.users)
+    per_user = driver.requests_per_user
 
-    async def timed(stage: str, work: Awaitable[Any]) -> None:
+    async def timed(stage: str, work: Awaitable[Any], budget: float) -> float:
+        """Run one stage within its budget (and the hard cap); its duration in seconds."""
         tally.stage = stage
+        tally.budgets_s[stage] = budget
         start = time.perf_counter()
-        await work
+        left = hard_deadline - start
+        try:
+            await asyncio.wait_for(work, min(budget, left))
+        except TimeoutError:
+            tally.stop_reason = "stage_budget" if budget < left else "time_limit"
+            raise
         tally.seconds[stage] = round(time.perf_counter() - start, 2)
+        return time.perf_counter() - start
 
+    tally.stage = "calibration"
+    tally.calibration = await driver.calibrate(local)
     await driver.control("faults", {"rotate_refresh_tokens": True})
-    await timed("consent_wave_a", asyncio.gather(*(driver.wave_a(u) for u in driver.users)))
-    # First tokens must outlive wave B and phase 1 by more than the refresh skew. Each costs
-    # somewhat less than wave A did, so the lifetime follows wave A's time with a margin (a slow
-    # machine gets longer-lived first tokens, never a refresh in phase 1).
-    wave_a = tally.seconds["consent_wave_a"]
-    tally.expires_in = max(MIN_EXPIRES_IN, REFRESH_SKEW_SECONDS + math.ceil(2.5 * wave_a + 3))
+    wave_a = await timed(
+        "consent_wave_a",
+        asyncio.gather(*(driver.wave_a(u) for u in driver.users)),
+        _budget(n, setup_s_per_user, WAVE_A_COST_PER_SETUP_USER),
+    )
+    wave_a_spr = wave_a / (2 * n)
+    # First tokens must outlive wave B and phase 1 by more than the refresh skew. On the hosts
+    # measured, wave B took at most wave A's time and phase 1 at most 0.45x wave A's time per
+    # request (phase 1 makes requests_per_user / 2 times as many; together at most 2.5x wave
+    # A): the lifetime follows wave A's time with a margin (a slow host gets longer-lived first
+    # tokens, never a refresh in phase 1; the margin left is reported as phase1_margin_s).
+    lifetime = wave_a * EXPIRY_SAFETY * (1 + per_user / 4)
+    tally.expires_in = max(
+        MIN_EXPIRES_IN, REFRESH_SKEW_SECONDS + EXPIRY_PAD_SECONDS + math.ceil(lifetime)
+    )
     await driver.control("faults", {"expires_in": tally.expires_in})
-    await timed("consent_wave_b", asyncio.gather(*(driver.wave_b(u) for u in driver.users)))
+    await timed(
+        "consent_wave_b",
+        asyncio.gather(*(driver.wave_b(u) for u in driver.users)),
+        _budget(2 * n, wave_a_spr, 1.0),
+    )
     # Whatever is issued from now on (the one refresh per user) outlives the run.
     await driver.control("faults", {"expires_in": AFTER_EXPIRES_IN})
 
-    await timed("phase1", driver.token_phase(1))
+    phase1 = await timed("phase1", driver.token_phase(1), _budget(n * per_user, wave_a_spr, 0.45))
     phase1_end = time.time()
     tally.counters_after_phase1 = await driver.control("counters")
     first = [exp for u in driver.users for _, exp in u.issued[1] if exp is not None]
     if first:
         tally.phase1_margin_s = round(min(first) - REFRESH_SKEW_SECONDS - phase1_end, 2)
-    await timed("userinfo_phase1", driver.check_subjects(1))
+    await timed("userinfo_phase1", driver.check_subjects(1), _budget(n, wave_a_spr, 0.25))
 
     due = max(first, default=0) - REFRESH_SKEW_SECONDS + EXPIRY_MARGIN_SECONDS
-    await timed("wait_for_expiry", asyncio.sleep(max(0.0, due - time.time())))
-    await timed("phase2", driver.token_phase(2))
+    pause = max(0.0, due - time.time())
+    await timed("wait_for_expiry", asyncio.sleep(pause), round(pause + STAGE_FLOOR_S, 1))
+    await timed(
+        "phase2", driver.token_phase(2), _budget(n * per_user, phase1 / (n * per_user), 2.8)
+    )
     tally.counters_after_phase2 = await driver.control("counters")
-    await timed("userinfo_phase2", driver.check_subjects(2))
-    await timed("vault_check", _check_vault(driver, local))
+    await timed("userinfo_phase2", driver.check_subjects(2), _budget(n, wave_a_spr, 0.25))
+    await timed("vault_check", _check_vault(driver, local), _budget(2 * n, setup_s_per_user, 1.0))
     tally.stage = "done"
 
 
@@ -476,6 +697,7 @@ def _report(
     tally: Tally,
     timed_out: bool,
     wall: float,
+    host: dict[str, Any],
 ) -> dict[str, Any]:
     counters = tally.counters_after_phase2
     by_subject: dict[str, int] = dict(counters.get("refreshes_by_subject", {}))
@@ -530,6 +752,25 @@ def _report(
         "failures": dict(sorted(tally.failures.items())),
         "five_xx": tally.five_xx,
         "transport_errors": tally.transport_errors,
+        "degraded_503": tally.degraded_503,
+        "answers": {
+            "degraded_503_with_retry_after": dict(sorted(tally.degraded_by_step.items())),
+            "five_xx_errors": {
+                step: dict(sorted(kinds.items()))
+                for step, kinds in sorted(tally.five_xx_by_step.items())
+            },
+            "transport_errors": {
+                step: dict(sorted(kinds.items()))
+                for step, kinds in sorted(tally.transport_by_step.items())
+            },
+            "retries": tally.retries,
+            "recovered_after_retry": tally.recovered_after_retry,
+            "gave_up_after_retries": tally.gave_up_after_retries,
+            "after_retry": dict(sorted(tally.after_retry.items())),
+            "token_requests_over_agent_timeout": tally.over_agent_timeout,
+            "agent_timeout_s": AGENT_TIMEOUT_S,
+            "client_timeout_s": CLIENT_TIMEOUT_S,
+        },
         "expiries_crossed_per_user": 1,
         "upstream_refreshes": int(counters.get("refreshes", -1)),
         "upstream_refreshes_per_user": {str(k): v for k, v in sorted(per_user.items())},
@@ -544,6 +785,7 @@ def _report(
         "vault_entries": tally.vault.get("entries"),
         "vault_problems": tally.vault.get("problems", {}),
         "lost_or_corrupted_vault_entries": lost,
+        "vault_users_not_connected": tally.vault.get("not_connected"),
         "latency_ms": {
             "p50": _percentile(all_latencies, 50),
             "p99": _percentile(all_latencies, 99),
@@ -562,6 +804,17 @@ def _report(
         "time_limit_s": time_limit_s,
         "timed_out": timed_out,
         "stopped_in": None if tally.stage == "done" else tally.stage,
+        "timing": {
+            "stop_reason": tally.stop_reason,
+            "budgets_s": tally.budgets_s,
+            "answers_per_second": {
+                stage: round(tally.answers_by_stage[stage] / seconds, 1)
+                for stage, seconds in tally.seconds.items()
+                if seconds > 0 and tally.answers_by_stage[stage]
+            },
+            "calibration": tally.calibration,
+            "host": host,
+        },
     }
     report["pass"] = (
         not timed_out
@@ -585,12 +838,16 @@ def run(
     users: int = 200,
     requests_per_user: int = 8,
     concurrency: int = 32,
-    time_limit_s: float = 300,
+    time_limit_s: float | None = None,
 ) -> dict[str, Any]:
-    if users < 1 or requests_per_user < 1 or concurrency < 1 or time_limit_s <= 0:
+    """`time_limit_s`: a hard cap over the whole run; without it every stage gets a budget
+    scaled to the host (see the module's docstring) and DEFAULT_HARD_CAP_S is the safety net."""
+    hard_cap = DEFAULT_HARD_CAP_S if time_limit_s is None else time_limit_s
+    if users < 1 or requests_per_user < 1 or concurrency < 1 or hard_cap <= 0:
         raise ValueError("users, requests_per_user, concurrency and time_limit_s must be > 0")
     started = time.perf_counter()
-    deadline = started + time_limit_s
+    deadline = started + hard_cap
+    host: dict[str, Any] = {"cpu_count": os.cpu_count(), "load_average_at_start": _load_average()}
     tally = Tally()
     people: list[User] = []
     timed_out = False
@@ -691,26 +948,40 @@ def run(
                     concurrency=concurrency,
                 )
                 try:
-                    await asyncio.wait_for(_drive(driver, local), deadline - time.perf_counter())
+                    await asyncio.wait_for(
+                        _drive(
+                            driver,
+                            local,
+                            setup_s_per_user=tally.seconds["cognito_users"] / users,
+                            hard_deadline=deadline,
+                        ),
+                        deadline - time.perf_counter(),
+                    )
+                except TimeoutError:
+                    tally.stop_reason = tally.stop_reason or "time_limit"
+                    raise
                 finally:
                     await driver.http.aclose()
 
             if time.perf_counter() >= deadline:
+                tally.stop_reason = "time_limit"
                 raise TimeoutError
             asyncio.run(main())
         except TimeoutError:
             timed_out = True
         finally:
             wall = time.perf_counter() - started
+            host["load_average_at_end"] = _load_average()
             report = _report(
                 users=people,
                 n_users=users,
                 requests_per_user=requests_per_user,
                 concurrency=concurrency,
-                time_limit_s=time_limit_s,
+                time_limit_s=hard_cap,
                 tally=tally,
                 timed_out=timed_out,
                 wall=wall,
+                host=host,
             )
             if not report["pass"]:
                 report["log_tails"] = {c.name: c.log_tail(8) for c in children}
@@ -724,7 +995,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--requests-per-user", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--time-limit", type=float, default=300, help="seconds")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help=(
+            "hard cap in seconds over the whole run (default: stage budgets scaled to the "
+            f"host, and {DEFAULT_HARD_CAP_S:.0f} s as a safety net)"
+        ),
+    )
     args = parser.parse_args(argv)
     report = run(
         users=args.users,

@@ -3,7 +3,9 @@
 Raw asyncio streams, requests prepared once, responses parsed just enough (status line,
 Content-Length, body): the client costs far less CPU than the server it measures, and it costs
 the same for every server measured in one run, which is what a ratio needs. Bounded in count
-and in time; it only connects to 127.0.0.1.
+and in time (a response outstanding at the deadline gets RESPONSE_TIMEOUT_S more, then counts as
+an error); it only connects to 127.0.0.1. A 503 with Retry-After is counted as degradation
+(`degraded`), apart from errors, which are counted by exception type (`error_kinds`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,13 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+# A response still outstanding at the run's deadline gets this long; past it the request
+# counts as an error ("TimeoutError"), so a server that stops answering cannot hold a run open.
+RESPONSE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,9 @@ class LoadResult:
     statuses: dict[int, int]
     seconds: float
     latencies_ms: list[float]
+    # 503 answers that carried Retry-After (load shed as documented), apart from errors
+    degraded: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
@@ -38,6 +48,7 @@ class LoadResult:
         return {
             "requests": self.requests,
             "errors": self.errors,
+            "degraded_503": self.degraded,
             "rps": round(self.rps, 1),
             "p50_ms": round(self.percentile(50), 2),
             "p99_ms": round(self.percentile(99), 2),
@@ -56,36 +67,70 @@ def build_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def _worker(
-    port: int,
-    request: bytes,
-    deadline: float,
-    budget: list[int],
-    latencies: list[float],
-    statuses: dict[int, int],
-    errors: list[int],
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while budget[0] > 0 and time.perf_counter() < deadline:
-            budget[0] -= 1
-            start = time.perf_counter()
-            writer.write(request)
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:].strip())
-            if length:
-                await reader.readexactly(length)
-            latencies.append((time.perf_counter() - start) * 1000)
-            statuses[status] = statuses.get(status, 0) + 1
-    except (OSError, asyncio.IncompleteReadError, ValueError):
-        errors[0] += 1
-    finally:
-        writer.close()
+@dataclass
+class _Shared:
+    deadline: float
+    budget: int
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: Counter[str] = field(default_factory=Counter)
+    degraded: int = 0
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bool, bool]:
+    """One request and its response: (status, Retry-After present, server closes)."""
+    writer.write(request)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    retry_after = closes = False
+    for line in head.split(b"\r\n"):
+        name = line.partition(b":")[0].strip().lower()
+        if name == b"content-length":
+            length = int(line.partition(b":")[2].strip())
+        elif name == b"retry-after":
+            retry_after = True
+        elif name == b"connection" and b"close" in line.lower():
+            closes = True
+    if length:
+        await reader.readexactly(length)
+    return status, retry_after, closes
+
+
+async def _worker(port: int, request: bytes, shared: _Shared) -> None:
+    """Requests on one keep-alive connection; after an error or a closing answer the worker
+    opens a new connection (one failed request must not quietly lower the concurrency)."""
+    while shared.budget > 0 and time.perf_counter() < shared.deadline:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", port), RESPONSE_TIMEOUT_S
+            )
+        except (OSError, TimeoutError) as exc:
+            shared.budget -= 1
+            shared.errors[type(exc).__name__] += 1
+            await asyncio.sleep(0.05)
+            continue
+        try:
+            while shared.budget > 0 and time.perf_counter() < shared.deadline:
+                shared.budget -= 1
+                start = time.perf_counter()
+                status, retry_after, closes = await asyncio.wait_for(
+                    _exchange(reader, writer, request),
+                    max(0.0, shared.deadline - start) + RESPONSE_TIMEOUT_S,
+                )
+                shared.latencies.append((time.perf_counter() - start) * 1000)
+                shared.statuses[status] = shared.statuses.get(status, 0) + 1
+                if status == 503 and retry_after:
+                    shared.degraded += 1
+                if closes:
+                    break
+        except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
+            shared.errors[type(exc).__name__] += 1
+        finally:
+            writer.close()
 
 
 async def run_load(
@@ -96,23 +141,16 @@ async def run_load(
     seconds: float = 5.0,
     max_requests: int = 200_000,
 ) -> LoadResult:
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    errors = [0]
-    budget = [max_requests]
     start = time.perf_counter()
-    deadline = start + seconds
-    await asyncio.gather(
-        *(
-            _worker(port, request, deadline, budget, latencies, statuses, errors)
-            for _ in range(connections)
-        )
-    )
+    shared = _Shared(deadline=start + seconds, budget=max_requests)
+    await asyncio.gather(*(_worker(port, request, shared) for _ in range(connections)))
     elapsed = time.perf_counter() - start
     return LoadResult(
-        requests=len(latencies),
-        errors=errors[0],
-        statuses=statuses,
+        requests=len(shared.latencies),
+        errors=sum(shared.errors.values()),
+        statuses=shared.statuses,
         seconds=elapsed,
-        latencies_ms=latencies,
+        latencies_ms=shared.latencies,
+        degraded=shared.degraded,
+        error_kinds=dict(shared.errors),
     )
