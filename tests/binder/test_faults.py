@@ -57,8 +57,15 @@ def test_kms_denied_while_storing_fails_the_flow_and_stores_nothing(
     assert "Temporarily unavailable" in response.text
     monkeypatch.undo()
     assert binder.stored_secret_names() == []
-    # The session is dead: the same answer cannot be replayed once KMS is back.
+    # The answer's state is spent: it cannot be replayed once KMS is back ...
     assert binder.callback(alice, callback_url).status_code == 400
+    assert binder.stored_secret_names() == []
+    # ... but the link still works: the user starts over from it.
+    again = binder.open_authorization(alice, link)
+    assert (
+        binder.callback(alice, binder.consent_at_provider(again.headers["location"])).status_code
+        == 200
+    )
 
 
 def test_kms_denied_on_read_is_a_clear_503_and_overwrites_nothing(
@@ -93,14 +100,16 @@ def test_session_table_down_is_a_503(binder: Harness, monkeypatch: pytest.Monkey
     assert response.headers["retry-after"]
 
 
-def test_provider_timeout_during_exchange_is_a_502_page(binder: Harness) -> None:
+def test_provider_down_during_exchange_is_a_503_page_with_retry_after(binder: Harness) -> None:
     binder.provider.faults.token_status = 503
     alice = binder.cognito.token("alice")
     link = binder.request_token(alice).json()["authorization_url"]
     redirect = binder.open_authorization(alice, link)
     response = binder.callback(alice, binder.consent_at_provider(redirect.headers["location"]))
-    assert response.status_code == 502
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) > 0
     assert "Nothing was stored" in response.text
+    assert "open the authorization link from the agent again" in response.text
     assert binder.stored_secret_names() == []
 
 

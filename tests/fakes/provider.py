@@ -767,7 +767,9 @@ def _bearer_error(error: str | None, description: str) -> Response:
 def _bind_loopback(host: str, port: int) -> socket.socket:
     if host != LOOPBACK:
         raise ValueError(f"the fake provider only listens on {LOOPBACK}, not {host!r}")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP: asyncio then sets TCP_NODELAY on accepted connections (svc_common/serve.py
+    # says why); without it every answer waited ~40 ms for the client's delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

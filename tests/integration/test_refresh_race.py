@@ -138,7 +138,8 @@ def test_provider_timing_out_during_the_exchange_stores_nothing(
         alice,
         before_callback=lambda: control.post("/_control/faults", json={"token_delay_seconds": 3}),
     )
-    assert done.status_code == 502
+    assert done.status_code == 503
+    assert int(done.headers["retry-after"]) > 0
     assert "Nothing was stored" in done.text
     secrets = aws.client("secretsmanager", local_aws.endpoint)
     names = [s["Name"] for s in secrets.list_secrets()["SecretList"]]

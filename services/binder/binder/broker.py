@@ -350,7 +350,7 @@ class Broker:
         session = await self._session(session_id)
         sid = hash_secret(session_id)
         if session.user_hash != user.user_hash:
-            await self._sessions.fail(session_id)
+            killed = await self._sessions.fail(session_id)
             audit(
                 "binding_rejected",
                 outcome="refused",
@@ -358,12 +358,14 @@ class Broker:
                 user_hash=user.user_hash,
                 provider=session.provider,
                 session_id_hash=sid,
-                reason="authorize_by_other_user",
+                reason="authorize_by_other_user" if killed else "authorize_by_other_user_unkilled",
             )
             raise FlowError("foreign_session", 403)
         if session.expired(self._clock()):
             raise FlowError("expired_session", 410)
-        if session.status != PENDING:
+        # Authorizing already: its own user opens the link again (the first answer never
+        # reached the browser, or a second tab); a new state supersedes the old one.
+        if session.status not in (PENDING, AUTHORIZING):
             raise FlowError("used_session", 409)
         try:
             spec = await self.provider(session.provider)
@@ -423,7 +425,7 @@ class Broker:
         sid = hash_secret(session.session_id)
 
         async def fail(code: str, status: int, event: str = "authorization_failed") -> FlowError:
-            await self._sessions.fail(session.session_id)
+            killed = await self._sessions.fail(session.session_id)
             audit(
                 event,
                 outcome="refused",
@@ -431,9 +433,23 @@ class Broker:
                 user_hash=user.user_hash,
                 provider=session.provider,
                 session_id_hash=sid,
-                reason=code,
+                reason=code if killed else f"{code}_unkilled",
             )
             return FlowError(code, status)
+
+        if session.state_hash is not None and session.state_hash != hash_secret(state):
+            # The user opened the link again since: only the newest state completes. Not a
+            # failure of the session, whose newest state is still out there.
+            audit(
+                "state_rejected",
+                outcome="refused",
+                request_id=request_id,
+                user_hash=user.user_hash,
+                provider=provider_name,
+                session_id_hash=sid,
+                reason="superseded",
+            )
+            raise FlowError("superseded_state", 409)
 
         if session.user_hash != user.user_hash:
             raise await fail("foreign_callback", 403, "binding_rejected")
@@ -479,14 +495,26 @@ class Broker:
                     http=self._http,
                 )
         except ProviderError as exc:
-            status = 502 if exc.kind == "unavailable" else 400
-            raise await fail(f"exchange_{exc.code}"[:60], status) from None
+            if exc.kind == "unavailable":
+                # The provider (or its keys) did not answer: nothing is stored, and the session
+                # stays open, so opening the authorization link again starts over.
+                audit(
+                    "authorization_failed",
+                    outcome="error",
+                    request_id=request_id,
+                    user_hash=user.user_hash,
+                    provider=session.provider,
+                    session_id_hash=sid,
+                    reason=f"exchange_{exc.code}"[:60],
+                )
+                raise Unavailable(f"exchange_{exc.code}"[:60], retry_after=10) from None
+            raise await fail(f"exchange_{exc.code}"[:60], 400) from None
 
         record = self._record(spec, grant, requested=session.scopes)
         try:
             await self._vault.put(user.user_hash, spec.name, record)
         except VaultUnavailable as exc:
-            await self._sessions.fail(session.session_id)
+            # Nothing stored; the session stays open for the link to be opened again.
             self._vault_down(exc, user, spec.name, request_id)
         # The tokens are stored; if this fails the session simply expires.
         with contextlib.suppress(TransitionRefused, SessionStoreUnavailable):

@@ -83,6 +83,17 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Request refused",
         "This form must be sent from the connections page itself. Nothing was changed.",
     ),
+    "superseded_state": (
+        "This answer belongs to an earlier attempt",
+        "The authorization link was opened again after this attempt began, and only the newest "
+        "attempt can finish. Nothing was stored. Finish in the tab you opened last, or open the "
+        "link again.",
+    ),
+    "unavailable_flow": (
+        "Temporarily unavailable",
+        "The provider, or a service this step depends on, did not answer. Nothing was stored. "
+        "In a minute, open the authorization link from the agent again: it still works.",
+    ),
     "unavailable": (
         "Temporarily unavailable",
         "A service this page depends on is not answering. Nothing was changed. Try again in "

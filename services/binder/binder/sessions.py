@@ -64,6 +64,8 @@ class AuthSession:
     status: str
     created_at: int
     expires_at: int
+    # sha256 of the newest state issued for this session: only its callback may complete it.
+    state_hash: str | None = None
 
     def expired(self, now: float) -> bool:
         return now >= self.expires_at
@@ -132,12 +134,19 @@ class SessionStore:
         }
         if return_url:
             item["return_url"] = {"S": return_url}
-        await self._call(
-            "put_item",
-            TableName=self._table,
-            Item=item,
-            ConditionExpression="attribute_not_exists(pk)",
-        )
+        try:
+            await self._call(
+                "put_item",
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except _Refused:
+            # The id is 192 random bits: the only item it can meet is this very put, applied
+            # by an attempt whose answer was lost and retried by botocore.
+            stored = await self.get(session.session_id)
+            if stored is None or (stored.user_hash, stored.created_at) != (user_hash, now):
+                raise SessionStoreUnavailable("ConditionalCheckFailed") from None
         return session
 
     async def _count_session(self, user_hash: str) -> None:
@@ -209,6 +218,7 @@ class SessionStore:
             status=item["status"]["S"],
             created_at=int(item["created_at"]["N"]),
             expires_at=int(item["expires_at"]["N"]),
+            state_hash=item.get("state_hash", {}).get("S"),
         )
 
     async def begin_authorization(
@@ -220,10 +230,17 @@ class SessionStore:
         code_verifier: str,
         nonce: str | None,
     ) -> None:
-        """pending -> authorizing for its own user only, and record the one-time state."""
+        """pending -> authorizing for its own user only, and record the one-time state.
+
+        Also authorizing -> authorizing with a new state, for the same user: a user whose first
+        open got no answer (a 503, a lost response) can open the link again, and only the newest
+        state's callback completes the session. Both writes accept meeting themselves, so
+        botocore's retry of an applied transaction succeeds instead of killing the link.
+        """
         now = int(self._clock())
+        state_hash = hash_secret(state)
         state_item: dict[str, Any] = {
-            "pk": {"S": f"state#{hash_secret(state)}"},
+            "pk": {"S": f"state#{state_hash}"},
             "session_id": {"S": session.session_id},
             "code_verifier": {"S": code_verifier},
             "expires_at": {"N": str(session.expires_at)},
@@ -238,9 +255,10 @@ class SessionStore:
                         "Update": {
                             "TableName": self._table,
                             "Key": {"pk": {"S": f"session#{session.session_id}"}},
-                            "UpdateExpression": "SET #s = :authorizing",
+                            "UpdateExpression": "SET #s = :authorizing, state_hash = :state",
                             "ConditionExpression": (
-                                "#s = :pending AND user_hash = :user AND expires_at > :now"
+                                "#s IN (:pending, :authorizing) AND user_hash = :user "
+                                "AND expires_at > :now"
                             ),
                             "ExpressionAttributeNames": {"#s": "status"},
                             "ExpressionAttributeValues": {
@@ -248,6 +266,7 @@ class SessionStore:
                                 ":pending": {"S": PENDING},
                                 ":user": {"S": user_hash},
                                 ":now": {"N": str(now)},
+                                ":state": {"S": state_hash},
                             },
                         }
                     },
@@ -255,7 +274,10 @@ class SessionStore:
                         "Put": {
                             "TableName": self._table,
                             "Item": state_item,
-                            "ConditionExpression": "attribute_not_exists(pk)",
+                            # 256 random bits: only this transaction's earlier attempt can
+                            # have written the same state.
+                            "ConditionExpression": "attribute_not_exists(pk) OR session_id = :sid",
+                            "ExpressionAttributeValues": {":sid": {"S": session.session_id}},
                         }
                     },
                 ],
@@ -304,10 +326,18 @@ class SessionStore:
         except _Refused:
             raise TransitionRefused from None
 
-    async def fail(self, session_id: str) -> None:
-        """Kill a session whatever its progress (a forwarded link is dead for everyone)."""
-        with contextlib.suppress(TransitionRefused):
+    async def fail(self, session_id: str) -> bool:
+        """Kill a session whatever its progress (a forwarded link is dead for everyone).
+
+        False if the store could not be reached: the caller still refuses the request (and
+        audits it); the session then lives until it expires, still bound to its user."""
+        try:
             await self.transition(session_id, to=FAILED, allowed_from=(PENDING, AUTHORIZING))
+        except TransitionRefused:
+            pass
+        except SessionStoreUnavailable:
+            return False
+        return True
 
     async def acquire_lease(self, key: str, *, owner: str, seconds: float) -> bool:
         """Take the lease if no one holds it or it ran out. Lease times are in milliseconds
@@ -325,15 +355,19 @@ class SessionStore:
                     "until_ms": {"N": str(until_ms)},
                     "expires_at": {"N": str(until_ms // 1000 + 1)},
                 },
-                # The last clause: a lease written by a binder from before `until_ms` (a
-                # rolling deploy) runs out at its `expires_at`, not when TTL gets to it.
+                # Ours already: botocore retried a put whose answer was lost (one task refreshes
+                # a key at a time: the in-process lock). The last clause: a lease written by a
+                # binder from before `until_ms` (a rolling deploy) runs out at its
+                # `expires_at`, not when TTL gets to it.
                 ConditionExpression=(
-                    "attribute_not_exists(pk) OR until_ms <= :now "
+                    "attribute_not_exists(pk) OR until_ms <= :now OR #o = :owner "
                     "OR (attribute_not_exists(until_ms) AND expires_at <= :now_s)"
                 ),
+                ExpressionAttributeNames={"#o": "owner"},
                 ExpressionAttributeValues={
                     ":now": {"N": str(now_ms)},
                     ":now_s": {"N": str(now_ms // 1000)},
+                    ":owner": {"S": owner},
                 },
             )
         except _Refused:

@@ -6,6 +6,7 @@ import itertools
 import re
 import secrets
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._=;:-]{1,128}$")
@@ -67,6 +68,10 @@ class RequestGuard:
         except _TooLarge:
             if not started:
                 await _too_large(send)
+        except ClientDisconnect:
+            # The client left while its body was read: nobody reads an answer, and it is not
+            # a server error to log or count.
+            return
 
 
 class _TooLarge(Exception):
