@@ -106,6 +106,7 @@ def _load_section(r: dict[str, Any]) -> list[str]:
         for code, n in r["status_counts"].get(step, {}).items():
             counts[code] = counts.get(code, 0) + n
     statuses = ", ".join(f"{code}: {n}" for code, n in sorted(counts.items())) or "none"
+    stop = r["timing"]["stop_reason"] or "completed"
     lines = [
         "## Load and concurrency",
         "",
@@ -139,7 +140,7 @@ def _load_section(r: dict[str, Any]) -> list[str]:
         f"| before expiry / across expiry (with the refresh) | p50 {latency['phase1']['p50']} / "
         f"{latency['phase2']['p50']} ms, p99 {latency['phase1']['p99']} / "
         f"{latency['phase2']['p99']} ms | |",
-        f"| wall time (stage budgets scaled to the host; stop: {r['timing']['stop_reason'] or 'completed'}) | "
+        f"| wall time (stage budgets scaled to the host; stop: {stop}) | "
         f"{r['wall_seconds']} s | within the budgets |",
         f"| result | {'PASS' if r['pass'] else 'FAIL'} | |",
         "",
