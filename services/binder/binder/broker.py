@@ -411,16 +411,21 @@ class Broker:
             pending = await self._sessions.consume_state(state) if well_formed else None
         except SessionStoreUnavailable as exc:
             raise Unavailable(exc.code) from None
-        if pending is None:
+
+        def state_rejected(reason: str, code: str, status: int, sid: str | None = None) -> NoReturn:
             audit(
                 "state_rejected",
                 outcome="refused",
                 request_id=request_id,
                 user_hash=user.user_hash,
                 provider=provider_name,
-                reason="unknown_or_used" if well_formed else "missing_state",
+                session_id_hash=sid,
+                reason=reason,
             )
-            raise FlowError("bad_state", 400)
+            raise FlowError(code, status)
+
+        if pending is None:
+            state_rejected("unknown_or_used" if well_formed else "missing_state", "bad_state", 400)
         session = await self._session(pending.session_id)
         sid = hash_secret(session.session_id)
 
@@ -440,16 +445,7 @@ class Broker:
         if session.state_hash is not None and session.state_hash != hash_secret(state):
             # The user opened the link again since: only the newest state completes. Not a
             # failure of the session, whose newest state is still out there.
-            audit(
-                "state_rejected",
-                outcome="refused",
-                request_id=request_id,
-                user_hash=user.user_hash,
-                provider=provider_name,
-                session_id_hash=sid,
-                reason="superseded",
-            )
-            raise FlowError("superseded_state", 409)
+            state_rejected("superseded", "superseded_state", 409, sid)
 
         if session.user_hash != user.user_hash:
             raise await fail("foreign_callback", 403, "binding_rejected")
