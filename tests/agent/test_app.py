@@ -14,12 +14,12 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.testclient import TestClient
-from starlette.types import Message
 
 from agent.app import build_services, create_app
 from agent.settings import Settings
 from agent.tooling import ModelReply
 from svc_common.jsonbody import MAX_DEPTH
+from tests.asgi import post_cut_short
 
 ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TEST"
 KEY = RSAKey.generate_key(2048, parameters={"kid": "k1", "use": "sig"})
@@ -490,34 +490,9 @@ async def test_a_body_cut_short_by_the_client_is_not_a_500() -> None:
     settings = Settings.from_env(ENV)
     services = build_services(settings, transport=httpx2.MockTransport(_routes))
     app = create_app(settings, services=services)
-    incoming: list[Message] = [
-        {"type": "http.request", "body": b'{"mess', "more_body": True},
-        {"type": "http.disconnect"},
-    ]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/api/chat",
-        "headers": [
-            (b"authorization", f"Bearer {_token()}".encode()),
-            (b"content-type", b"application/json"),
-        ],
-        "query_string": b"",
-        "http_version": "1.1",
-        "scheme": "http",
-        "server": ("agent", 8080),
-        "client": ("192.0.2.1", 40000),
-        "root_path": "",
-    }
-    await app(scope, receive, send)
+    sent = await post_cut_short(
+        app, path="/api/chat", token=_token(), server=("agent", 8080), body_start=b'{"mess'
+    )
     (start,) = [m for m in sent if m["type"] == "http.response.start"]
     assert start["status"] == 400
     await services.http.aclose()

@@ -21,9 +21,9 @@ import boto3
 import pytest
 from joserfc.jwk import RSAKey
 from starlette.testclient import TestClient
-from starlette.types import Message, Scope
 
 from svc_common.jsonlog import JsonFormatter, quiet_third_party
+from tests.asgi import post_cut_short
 from tests.binder.conftest import (
     BASE,
     CLIENT_ID,
@@ -618,33 +618,13 @@ def test_an_empty_allow_list_allows_nothing_beyond_the_defaults(
 
 def test_a_body_cut_short_by_the_client_is_a_400_not_a_500(binder: Harness) -> None:
     alice = binder.cognito.token("alice")
-    incoming: list[Message] = [
-        {"type": "http.request", "body": b'{"provi', "more_body": True},
-        {"type": "http.disconnect"},
-    ]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope: Scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/internal/tokens",
-        "raw_path": b"/internal/tokens",
-        "root_path": "",
-        "headers": [
-            (b"authorization", f"Bearer {alice}".encode()),
-            (b"content-type", b"application/json"),
-        ],
-        "query_string": b"",
-        "http_version": "1.1",
-        "scheme": "http",
-        "server": ("testserver", 8081),
-        "client": ("192.0.2.1", 40000),
-    }
-    anyio.run(binder.app, scope, receive, send)
+    sent = anyio.run(
+        lambda: post_cut_short(
+            binder.app,
+            path="/internal/tokens",
+            token=alice,
+            server=("testserver", 8081),
+            body_start=b'{"provi',
+        )
+    )
     assert sent[0]["status"] == 400

@@ -30,6 +30,7 @@ from binder.oauth import (
     TokenGrant,
     new_code_verifier,
     new_state,
+    revocation_needs_client_secret,
 )
 from binder.providers import ProviderRegistry, ProviderSpec, request_scopes
 from binder.sessions import (
@@ -217,9 +218,10 @@ class Broker:
         if url is None:
             return True
         try:
-            return self.checked_return_url(url) == url
+            self.checked_return_url(url)
         except ValueError:
             return False
+        return True
 
     async def token(
         self,
@@ -315,18 +317,7 @@ class Broker:
             self._vault_down(exc, user, spec.name, request_id)
         if not deleted:
             return None  # another disconnect got there first; it revokes and audits
-        outcomes: dict[str, str] = {}
-        if record.status == ACTIVE:
-            secret: str | None = None
-            if spec.revocation_style in ("rfc7009", "github"):
-                with contextlib.suppress(Unavailable):
-                    secret = await self._client_secret(spec)
-            outcomes = await self._oauth.revoke_tokens(
-                spec,
-                client_secret=secret,
-                access_token=record.access_token,
-                refresh_token=record.refresh_token,
-            )
+        outcomes = await self._revoke_upstream(spec, record) if record.status == ACTIVE else {}
         summary = _revocation_summary(outcomes)
         audit(
             "connection_deleted",
@@ -491,20 +482,21 @@ class Broker:
                     http=self._http,
                 )
         except ProviderError as exc:
-            if exc.kind == "unavailable":
-                # The provider (or its keys) did not answer: nothing is stored, and the session
-                # stays open, so opening the authorization link again starts over.
-                audit(
-                    "authorization_failed",
-                    outcome="error",
-                    request_id=request_id,
-                    user_hash=user.user_hash,
-                    provider=session.provider,
-                    session_id_hash=sid,
-                    reason=f"exchange_{exc.code}"[:60],
-                )
-                raise Unavailable(f"exchange_{exc.code}"[:60], retry_after=10) from None
-            raise await fail(f"exchange_{exc.code}"[:60], 400) from None
+            reason = f"exchange_{exc.code}"[:60]
+            if exc.kind != "unavailable":
+                raise await fail(reason, 400) from None
+            # The provider (or its keys) did not answer: nothing is stored, and the session
+            # stays open, so opening the authorization link again starts over.
+            audit(
+                "authorization_failed",
+                outcome="error",
+                request_id=request_id,
+                user_hash=user.user_hash,
+                provider=session.provider,
+                session_id_hash=sid,
+                reason=reason,
+            )
+            raise Unavailable(reason, retry_after=10) from None
 
         record = self._record(spec, grant, requested=session.scopes)
         try:
@@ -791,16 +783,22 @@ class Broker:
             provider=spec.name,
         )
         if latest is None:
-            secret: str | None = None
+            await self._revoke_upstream(spec, fresh)
+        return latest
+
+    async def _revoke_upstream(self, spec: ProviderSpec, record: TokenRecord) -> dict[str, str]:
+        """Best effort, never raises: an unreadable client secret only skips the styles that
+        need it (the outcome says `not_attempted`)."""
+        secret: str | None = None
+        if revocation_needs_client_secret(spec):
             with contextlib.suppress(Unavailable):
                 secret = await self._client_secret(spec)
-            await self._oauth.revoke_tokens(
-                spec,
-                client_secret=secret,
-                access_token=fresh.access_token,
-                refresh_token=fresh.refresh_token,
-            )
-        return latest
+        return await self._oauth.revoke_tokens(
+            spec,
+            client_secret=secret,
+            access_token=record.access_token,
+            refresh_token=record.refresh_token,
+        )
 
     def _record(
         self,

@@ -41,6 +41,7 @@ from joserfc.errors import (
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from binder.providers import MICROSOFT_MULTI_TENANT_ISSUER, ProviderSpec
+from svc_common.fetch import FetchFailed, RefetchThrottle, get_capped
 
 logger = logging.getLogger(__name__)
 
@@ -205,9 +206,9 @@ class _KeyCache:
     """The keys of one `jwks_uri`. `generation` grows with each successful fetch, which tells a
     validation whether someone else refetched while it was waiting for the lock."""
 
+    throttle: RefetchThrottle
     keys: KeySet | None = None
     fetched_at: float | None = None
-    last_attempt: float | None = None
     generation: int = 0
     lock: anyio.Lock = field(default_factory=anyio.Lock)
 
@@ -252,7 +253,8 @@ class IdTokenValidator:
         alg = _algorithm(id_token)
         cache = self._caches.get(spec.jwks_uri)
         if cache is None:
-            cache = self._caches[spec.jwks_uri] = _KeyCache()
+            throttle = RefetchThrottle(self._min_refetch_interval, self._clock)
+            cache = self._caches[spec.jwks_uri] = _KeyCache(throttle=throttle)
         keys, generation = await self._current_keys(cache, spec.jwks_uri, http)
         try:
             token = _decode(id_token, keys)
@@ -293,7 +295,7 @@ class IdTokenValidator:
             return cache.keys, cache.generation
         async with cache.lock:
             # Another validation may have fetched while this one waited.
-            if (cache.keys is None or self._stale(cache)) and self._may_fetch(cache):
+            if (cache.keys is None or self._stale(cache)) and cache.throttle.may_fetch():
                 await self._fetch(cache, url, http)
             if cache.keys is None:
                 raise IdTokenError("unavailable", "jwks")
@@ -304,7 +306,7 @@ class IdTokenValidator:
     ) -> KeySet | None:
         """Keys newer than generation `seen`, fetching them if allowed; None if there are none."""
         async with cache.lock:
-            if cache.generation == seen and self._may_fetch(cache):
+            if cache.generation == seen and cache.throttle.may_fetch():
                 await self._fetch(cache, url, http)
             return cache.keys if cache.generation != seen else None
 
@@ -314,16 +316,9 @@ class IdTokenValidator:
         age = self._clock() - cache.fetched_at
         return not 0 <= age < self._max_key_age
 
-    def _may_fetch(self, cache: _KeyCache) -> bool:
-        if cache.last_attempt is None:
-            return True
-        elapsed = self._clock() - cache.last_attempt
-        # A clock that went backwards must not block refetches until it catches up.
-        return not 0 <= elapsed < self._min_refetch_interval
-
     async def _fetch(self, cache: _KeyCache, url: str, http: httpx2.AsyncClient) -> None:
         """Replace the cached keys from the JWKS; on any failure keep the old ones."""
-        cache.last_attempt = self._clock()
+        cache.throttle.attempted()
         body: bytes | None = None
         with anyio.move_on_after(self._timeout * 2) as deadline:
             body = await self._download(url, http)
@@ -348,26 +343,9 @@ class IdTokenValidator:
 
     async def _download(self, url: str, http: httpx2.AsyncClient) -> bytes | None:
         try:
-            # No redirects: the JWKS URL is configuration (or discovery), never a hop elsewhere.
-            async with http.stream(
-                "GET",
-                url,
-                headers={"accept": "application/json"},
-                timeout=self._timeout,
-                follow_redirects=False,
-            ) as response:
-                if response.status_code != 200:
-                    _warn(url, response.status_code)
-                    return None
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_JWKS_BYTES:
-                        _warn(url, "too_large")
-                        return None
-                return bytes(body)
-        except (httpx2.HTTPError, httpx2.InvalidURL, httpx2.StreamError) as exc:
-            _warn(url, type(exc).__name__)
+            return await get_capped(http, url, timeout=self._timeout, max_bytes=MAX_JWKS_BYTES)
+        except FetchFailed as exc:
+            _warn(url, exc.reason)
             return None
 
 

@@ -31,6 +31,11 @@ NOT_ATTEMPTED = "not_attempted"  # the client secret it needs could not be read
 OUTCOMES = (CONFIRMED, REFUSED, UNREACHABLE, UNSUPPORTED, NOT_ATTEMPTED)
 
 
+def revocation_needs_client_secret(spec: ProviderSpec) -> bool:
+    """Slack's token is its own credential; the other styles authenticate the client."""
+    return spec.revocation_style in ("rfc7009", "github")
+
+
 def revocable(spec: ProviderSpec) -> tuple[str, ...]:
     """Token kinds the provider's revocation style can revoke."""
     if spec.revocation_endpoint is None:
@@ -177,7 +182,7 @@ class OAuthClient:
                 continue
             if hint not in revocable(spec):
                 outcomes[hint] = UNSUPPORTED
-            elif client_secret is None and spec.revocation_style != "slack":
+            elif client_secret is None and revocation_needs_client_secret(spec):
                 outcomes[hint] = NOT_ATTEMPTED
             else:
                 outcomes[hint] = await self.revoke(

@@ -27,6 +27,8 @@ from joserfc import jws
 from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import RSAKey
 
+from svc_common.fetch import FetchFailed, RefetchThrottle, get_capped
+
 logger = logging.getLogger(__name__)
 
 MAX_TOKEN_CHARS = 8192
@@ -156,7 +158,6 @@ class CognitoVerifier:
         self._http = http
         self._jwks_url = jwks_url or f"{issuer}/.well-known/jwks.json"
         self._leeway = leeway_seconds
-        self._min_refetch_interval = min_refetch_interval
         self._clock = clock
         self._keys: dict[str, RSAKey] = {}
         # Tokens already verified, until they expire: an agent forwards the same user token
@@ -164,7 +165,7 @@ class CognitoVerifier:
         self._verified: OrderedDict[str, VerifiedUser] = OrderedDict()
         self._verified_max = verified_cache_size
         self._fetched_once = False
-        self._last_attempt: float | None = None
+        self._throttle = RefetchThrottle(min_refetch_interval, clock)
         self._lock = anyio.Lock()
 
     async def preload(self) -> None:
@@ -258,23 +259,16 @@ class CognitoVerifier:
         async with self._lock:
             # Another task may have fetched while this one waited: one fetch serves them all.
             key = self._keys.get(kid)
-            if key is None and self._may_fetch():
+            if key is None and self._throttle.may_fetch():
                 await self._fetch()
                 key = self._keys.get(kid)
         if key is None:
             raise InvalidToken("unknown_key" if self._fetched_once else "jwks_unavailable")
         return key
 
-    def _may_fetch(self) -> bool:
-        if self._last_attempt is None:
-            return True
-        elapsed = self._clock() - self._last_attempt
-        # A clock that went backwards must not block refetches until it catches up.
-        return not 0 <= elapsed < self._min_refetch_interval
-
     async def _fetch(self) -> None:
         """Replace the key cache from the JWKS; on any failure keep the old keys."""
-        self._last_attempt = self._clock()
+        self._throttle.attempted()
         body: bytes | None = None
         with anyio.move_on_after(JWKS_TIMEOUT_SECONDS * 2) as deadline:
             body = await self._download()
@@ -296,26 +290,11 @@ class CognitoVerifier:
 
     async def _download(self) -> bytes | None:
         try:
-            # No redirects at all: the JWKS URL is configuration, never a hop to another host.
-            async with self._http.stream(
-                "GET",
-                self._jwks_url,
-                headers={"accept": "application/json"},
-                timeout=JWKS_TIMEOUT_SECONDS,
-                follow_redirects=False,
-            ) as response:
-                if response.status_code != 200:
-                    self._warn(response.status_code)
-                    return None
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_JWKS_BYTES:
-                        self._warn("too_large")
-                        return None
-                return bytes(body)
-        except (httpx2.HTTPError, httpx2.InvalidURL, httpx2.StreamError) as exc:
-            self._warn(type(exc).__name__)
+            return await get_capped(
+                self._http, self._jwks_url, timeout=JWKS_TIMEOUT_SECONDS, max_bytes=MAX_JWKS_BYTES
+            )
+        except FetchFailed as exc:
+            self._warn(exc.reason)
             return None
 
     def _warn(self, status: int | str) -> None:

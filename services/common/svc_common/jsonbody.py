@@ -32,8 +32,10 @@ def is_json(content_type: str | None) -> bool:
     return (content_type or "").split(";")[0].strip().lower() == "application/json"
 
 
-def depth(value: Any) -> int:
-    """Nesting depth of a parsed JSON value (a scalar is 0, `[]` and `{}` are 1); iterative."""
+def depth(value: Any, *, stop_above: int = MAX_DEPTH) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0, `[]` and `{}` are 1); iterative.
+
+    The walk stops as soon as the depth passes `stop_above`: the answer is then only "more"."""
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
@@ -48,7 +50,7 @@ def depth(value: Any) -> int:
             continue
         if level > deepest:
             deepest = level
-            if deepest > MAX_DEPTH:
+            if deepest > stop_above:
                 break
     return deepest
 
@@ -72,7 +74,7 @@ def parse_object(raw: bytes, *, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
         raise BodyError("malformed JSON") from None
     # Depth first: whether 1,000 nested arrays parse depends on the Python version (3.13's C
     # parser accepts them), and the answer must not.
-    if depth(value) > max_depth:
+    if depth(value, stop_above=max_depth) > max_depth:
         raise BodyError(f"JSON nested more than {max_depth} levels deep")
     if not isinstance(value, dict):
         raise BodyError("expected a JSON object")
