@@ -3,7 +3,7 @@
 #   make test      set up (idempotent, a browser too), lint, run every test (a real-browser one too)
 #   make synth     cdk synth of all stacks with four cdk-nag packs, and a one-screen summary
 #   make bench     every benchmark; report in bench/results/ (see docs/bench-example.md)
-#   make bootstrap / make deploy   cdk bootstrap / cdk deploy --all (AWS credentials needed)
+#   make bootstrap / make deploy   cdk bootstrap / cdk deploy of the three stacks (AWS credentials needed)
 #   make clean     remove build output (keeps the virtual environments; `make distclean` too)
 
 SHELL := /bin/bash
@@ -93,8 +93,11 @@ synth: setup
 bootstrap: setup
 	$(CDK) bootstrap
 
+# Identity and network first, then services with a digest of their outputs (tools/deploy.py
+# says why); refuses cdk.json's example values. DEPLOY_ARGS go to cdk deploy.
 deploy: setup
-	$(CDK) deploy --all --require-approval broadening
+	@PATH="$(NODE_BIN):$$PATH" JSII_NODE="$(NODE)" DEPLOY_CDK="$(NODE) node_modules/aws-cdk/bin/cdk" \
+	  $(PY) tools/deploy.py $(DEPLOY_ARGS)
 
 dev: setup
 	@$(PY) -m devstack

@@ -4,10 +4,17 @@
 It turns CDK context (cdk.json, `-c key=value`) into one frozen `AppConfig`, composes the
 three stacks with it, and applies the four cdk-nag packs through CDK's Validations API.
 A bad context value stops synthesis with a message naming the key (exit code 2).
+
+Two context keys are set by `make deploy` (tools/deploy.py), never in cdk.json:
+- `deploy=true` refuses the example values of cdk.json, listing every key still to set;
+- `upstream_outputs_sha256`, a digest of the identity and network stacks' deployed outputs,
+  which the services stack carries so that it changes (and CloudFormation re-reads its weak
+  references) whenever one of those values changes.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -31,6 +38,11 @@ NAG_PACKS = (AwsSolutionsChecks, NIST80053R5Checks, HIPAASecurityChecks, PCIDSS3
 def build(app: cdk.App) -> tuple[IdentityStack, NetworkStack, ServicesStack]:
     """Compose the stacks on `app` from its context and register the compliance packs."""
     config = AppConfig.from_context(app.node.try_get_context)
+    if str(app.node.try_get_context("deploy")).lower() == "true":
+        config.require_deployable()
+    upstream = app.node.try_get_context("upstream_outputs_sha256")
+    if upstream is not None and not re.fullmatch(r"[0-9a-f]{64}", str(upstream)):
+        raise ConfigError("context key 'upstream_outputs_sha256': expected a SHA-256 hex digest")
     env = cdk.Environment(account=config.account, region=config.region)
     # The configured zones answer CDK's availability-zone lookup, so synth needs no AWS call.
     app.node.set_context(
@@ -59,6 +71,7 @@ def build(app: cdk.App) -> tuple[IdentityStack, NetworkStack, ServicesStack]:
         config=config,
         network=network,
         identity=identity,
+        upstream_outputs_sha256=upstream,
         env=env,
         description="Secure agents on ECS: cluster, agent and binder services, ALB, WAF, alarms",
     )

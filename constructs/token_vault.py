@@ -36,6 +36,9 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 from constructs.nag import acknowledge
 
+# The tags the binder sets on each vault secret (services/binder/binder/vault.py); the broker
+# may set no other (TagResource is conditioned on these keys).
+VAULT_TAG_KEYS = ("oauth-provider", "user-hash")
 # Key administration without key use: no Encrypt, Decrypt, ReEncrypt*, GenerateDataKey* or
 # CreateGrant, and no wildcard that would name one (`kms:Create*` covers CreateGrant).
 KEY_ADMINISTRATION_ACTIONS = (
@@ -62,11 +65,12 @@ KEY_ADMINISTRATION_ACTIONS = (
     "kms:UpdateAlias",
     "kms:UpdateKeyDescription",
 )
-# What Secrets Manager calls on behalf of its caller (GenerateDataKey to write a version,
-# Decrypt to read one); Encrypt matches the binder's IAM grant.
-SECRETS_MANAGER_USE = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")
+# What Secrets Manager calls on behalf of its caller: GenerateDataKey to write a version,
+# Decrypt to read one. It never calls Encrypt.
+SECRETS_MANAGER_USE = ("kms:Decrypt", "kms:GenerateDataKey")
 # What DynamoDB documents for a table under a customer managed key (the AWS managed key
-# aws/dynamodb allows the same through DynamoDB); CreateGrant has its own statement.
+# aws/dynamodb allows the same through DynamoDB); CreateGrant has its own statement. This is
+# the key policy's bound; the IAM grants to the binder name only the calls made for it.
 DYNAMODB_USE = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*")
 
 
@@ -217,8 +221,8 @@ class TokenVault(Construct):
     def grant_broker(self, grantee: iam.IGrantable) -> None:
         """What the binder needs, and nothing more; `grantee` must be the vault's broker role.
 
-        - create, read, write, describe, tag and delete secrets under the vault prefix only,
-          and create them only under this CMK;
+        - create, read, write and delete secrets under the vault prefix only, and create them
+          only under this CMK; tag them with the binder's two tag keys only (`VAULT_TAG_KEYS`);
         - move version staging labels there (compare-and-swap writes: PutSecretValue under a
           custom label, then UpdateSecretVersionStage moves AWSCURRENT from the version read);
         - read the provider credential secrets;
@@ -235,14 +239,24 @@ class TokenVault(Construct):
             iam.PolicyStatement(
                 sid="TokenVaultSecrets",
                 actions=[
-                    "secretsmanager:DescribeSecret",
                     "secretsmanager:GetSecretValue",
                     "secretsmanager:PutSecretValue",
                     "secretsmanager:UpdateSecretVersionStage",
                     "secretsmanager:DeleteSecret",
-                    "secretsmanager:TagResource",
                 ],
                 resources=[self.secret_arn_pattern],
+            )
+        )
+        # CreateSecret with Tags is also authorized as TagResource.
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="TokenVaultTagsBinderKeysOnly",
+                actions=["secretsmanager:TagResource"],
+                resources=[self.secret_arn_pattern],
+                conditions={
+                    "ForAllValues:StringEquals": {"aws:TagKeys": list(VAULT_TAG_KEYS)},
+                    "Null": {"aws:TagKeys": "false"},
+                },
             )
         )
         grantee.grant_principal.add_to_principal_policy(
@@ -277,12 +291,14 @@ class TokenVault(Construct):
         self.grant_key_via(grantee, service="secretsmanager", sid="TokenVaultKeyViaSecretsManager")
 
     def grant_key_via(self, grantee: iam.IGrantable, *, service: str, sid: str) -> None:
-        """Use of the CMK, only when the call comes through `service` in this region."""
+        """Use of the CMK, only when the call comes through `service` in this region: the data
+        keys Secrets Manager and DynamoDB generate and decrypt for the caller (neither calls
+        kms:Encrypt for it)."""
         region = Stack.of(self).region
         grantee.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
                 sid=sid,
-                actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
                 resources=[self.key.key_arn],
                 conditions={
                     "StringEquals": {"kms:ViaService": f"{service}.{region}.amazonaws.com"}

@@ -66,8 +66,23 @@ _COGNITO_PREFIX = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _VAULT_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+=.@-]{0,39}$")
 _STACK_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,39}$")
 _MODEL_ID = re.compile(r"^[a-z0-9-]+\.[A-Za-z0-9.:_-]+$")
-# Cross-region inference profiles are the model ID with a geography prefix.
-_PROFILE_PREFIX = re.compile(r"^(us|us-gov|eu|apac|jp|au|ca)\.")
+# Cross-region inference profiles are the model ID with a geography prefix, or `global.` for
+# the profiles that route to every commercial region.
+_PROFILE_PREFIX = re.compile(r"^(global|us|us-gov|eu|apac|jp|au|ca)\.")
+# Cognito refuses a hosted-UI domain prefix that contains one of these words.
+COGNITO_RESERVED_WORDS = ("aws", "amazon", "cognito")
+# Context keys that existed once and must not silently do nothing now.
+RETIRED_KEYS = {
+    "bedrock_inference_regions": (
+        "is no longer used: an inference profile's foundation model is granted in every region "
+        "the profile routes to, bound to the profile (bedrock:InferenceProfileArn); remove the key"
+    ),
+}
+# Values that only stand in for a real deployment's: documentation account IDs, reserved DNS
+# names (RFC 2606, RFC 6761) and the all-zero IDs of cdk.json's examples.
+_EXAMPLE_ACCOUNTS = frozenset({"111111111111", "000000000000", "123456789012"})
+_RESERVED_DNS = re.compile(r"(^|\.)(example\.(com|net|org)|example|test|invalid)$", re.IGNORECASE)
+_ZERO_RUN = re.compile(r"0{8}")
 
 
 # OIDC userinfo endpoints of the built-in providers that have one.
@@ -125,6 +140,12 @@ class BedrockModel:
         return bool(_PROFILE_PREFIX.match(self.model_id))
 
     @property
+    def is_global_profile(self) -> bool:
+        """A `global.` profile may route to any commercial region, and to the model ARN that
+        names no region at all."""
+        return self.model_id.startswith("global.")
+
+    @property
     def foundation_model_id(self) -> str:
         return _PROFILE_PREFIX.sub("", self.model_id)
 
@@ -144,7 +165,6 @@ class AppConfig:
     api_client_callback_urls: tuple[str, ...]
     providers: tuple[ProviderConfig, ...]
     bedrock_models: tuple[BedrockModel, ...]
-    bedrock_inference_regions: tuple[str, ...]
     agent_desired_count: int
     binder_desired_count: int
     max_task_count: int
@@ -154,6 +174,12 @@ class AppConfig:
     waf_rate_limit: int
     alarm_email: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def service_namespace(self) -> str:
+        """The Cloud Map namespace of Service Connect: one per deployment, so two stack
+        prefixes in one account and region do not collide."""
+        return f"{self.stack_prefix.lower()}.internal"
 
     @property
     def callback_url(self) -> str:
@@ -167,6 +193,9 @@ class AppConfig:
     @classmethod
     def from_context(cls, get: Callable[[str], Any]) -> AppConfig:
         """Build the config from a context getter (`app.node.try_get_context`)."""
+        for key, why in RETIRED_KEYS.items():
+            if get(key) is not None:
+                raise ConfigError(f"context key '{key}' {why}")
         region = _required_str(get, "region", _REGION, "an AWS region such as us-east-1")
         account = _required_str(get, "account", _ACCOUNT, "a 12-digit AWS account ID")
         azs = get("availability_zones")
@@ -237,18 +266,11 @@ class AppConfig:
             certificate_arn=certificate_arn,
             hosted_zone_id=hosted_zone_id,
             hosted_zone_name=hosted_zone_name.rstrip(".").lower() if hosted_zone_name else None,
-            cognito_domain_prefix=_required_str(
-                get,
-                "cognito_domain_prefix",
-                _COGNITO_PREFIX,
-                "lower-case letters, digits and hyphens, unique in the region (the hosted "
-                "sign-in page is https://<prefix>.auth.<region>.amazoncognito.com)",
-            ),
+            cognito_domain_prefix=_cognito_prefix(get),
             allowed_return_origins=_origins(get("allowed_return_origins")),
             api_client_callback_urls=_callback_urls(get("api_client_callback_urls")),
             providers=_providers(get("providers"), account=account, region=region),
             bedrock_models=_models(get("bedrock_model_ids")),
-            bedrock_inference_regions=_regions(get("bedrock_inference_regions"), region),
             agent_desired_count=_int(get, "agent_desired_count", 2, 1, 20),
             binder_desired_count=_int(get, "binder_desired_count", 2, 1, 20),
             max_task_count=_int(get, "max_task_count", 6, 1, 100),
@@ -265,6 +287,53 @@ class AppConfig:
             alarm_email=_email(get("alarm_email")),
             tags=_tags(get("tags")),
         )._checked()
+
+    def example_values(self) -> tuple[str, ...]:
+        """The context keys that still hold example values (cdk.json's, or the docs'): a
+        deployment with any of them synthesizes but fails inside CloudFormation, or later."""
+        keys: list[str] = []
+        if self.account in _EXAMPLE_ACCOUNTS:
+            keys.append("account")
+        if self.certificate_arn and (
+            any(f":{a}:" in self.certificate_arn for a in _EXAMPLE_ACCOUNTS)
+            or _ZERO_RUN.search(self.certificate_arn.rsplit("/", 1)[-1].replace("-", ""))
+        ):
+            keys.append("certificate_arn")
+        if _is_reserved_host(self.domain_name):
+            keys.append("domain_name")
+        if self.hosted_zone_name and _is_reserved_host(self.hosted_zone_name):
+            keys.append("hosted_zone_name")
+        if "example" in self.cognito_domain_prefix:
+            keys.append("cognito_domain_prefix")
+        if any(_is_reserved_host(urlsplit(o).hostname) for o in self.allowed_return_origins):
+            keys.append("allowed_return_origins")
+        if any(_is_reserved_host(urlsplit(u).hostname) for u in self.api_client_callback_urls):
+            keys.append("api_client_callback_urls")
+        for provider in self.providers:
+            entry = provider.entry
+            if "example" in entry.client_id.lower() or _ZERO_RUN.search(entry.client_id):
+                keys.append(f"providers.{provider.name}.client_id")
+            urls = (
+                entry.issuer,
+                entry.authorization_endpoint,
+                entry.token_endpoint,
+                entry.revocation_endpoint,
+                entry.userinfo_endpoint,
+            )
+            if any(url and _is_reserved_host(urlsplit(url).hostname) for url in urls):
+                keys.append(f"providers.{provider.name} (endpoints)")
+        if self.alarm_email and _is_reserved_host(self.alarm_email.rsplit("@", 1)[-1]):
+            keys.append("alarm_email")
+        return tuple(keys)
+
+    def require_deployable(self) -> None:
+        """Refuse to deploy example values, naming every key still to set in one message."""
+        keys = self.example_values()
+        if keys:
+            raise ConfigError(
+                "refusing to deploy: these context keys still hold example values, set them "
+                "to your own in cdk.json (docs/deployment.md, Configure): " + ", ".join(keys)
+            )
 
     def _checked(self) -> AppConfig:
         if self.max_task_count < max(self.agent_desired_count, self.binder_desired_count):
@@ -418,14 +487,27 @@ def _models(value: Any) -> tuple[BedrockModel, ...]:
     return tuple(BedrockModel(model_id=m) for m in ids)
 
 
-def _regions(value: Any, region: str) -> tuple[str, ...]:
-    key = "bedrock_inference_regions"
-    form = "AWS regions an inference profile routes to, such as us-east-1"
-    regions = [region] if value is None else _str_list(value, key, form)
-    for item in regions:
-        if not _REGION.match(item):
-            raise ConfigError(f"context key '{key}': '{item}' is not one of {form}")
-    return tuple(dict.fromkeys(regions))
+def _is_reserved_host(host: str | None) -> bool:
+    return bool(host) and bool(_RESERVED_DNS.search(str(host).rstrip(".")))
+
+
+def _cognito_prefix(get: Callable[[str], Any]) -> str:
+    key = "cognito_domain_prefix"
+    value = _required_str(
+        get,
+        key,
+        _COGNITO_PREFIX,
+        "lower-case letters, digits and hyphens, unique in the region (the hosted sign-in "
+        "page is https://<prefix>.auth.<region>.amazoncognito.com)",
+    )
+    reserved = [word for word in COGNITO_RESERVED_WORDS if word in value]
+    if reserved:
+        raise ConfigError(
+            f"context key '{key}': Cognito refuses a domain prefix that contains "
+            + " or ".join(f"'{word}'" for word in reserved)
+            + f" (got '{value}'); choose another"
+        )
+    return value
 
 
 def _retention(value: Any) -> int:

@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import CfnResource, RemovalPolicy, Stack
-from aws_cdk import aws_iam as iam
 
 from constructs import Construct, IConstruct
+from constructs.hardened_service import ecs_tasks_principal
 from constructs.log_encryption import EncryptedLogs
 from constructs.managed_policy_role import ManagedPolicyRole
 from constructs.nag import acknowledge
@@ -56,7 +56,7 @@ class IdentityStack(Stack):
         self.binder_task_role = ManagedPolicyRole(
             self,
             "BinderTaskRole",
-            assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+            assumed_by=ecs_tasks_principal(self),
             description="Task role of Binder, the token vault's only broker (named by the vault "
             "key's policy): only what the application itself calls",
         )

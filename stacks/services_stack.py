@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, CfnWaitConditionHandle, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -26,7 +26,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 
 from constructs import Construct
 from constructs.edge import Edge
-from constructs.hardened_service import HardenedFargateService, ServiceConnectPort
+from constructs.hardened_service import HardenedFargateService, ServiceConnectPort, asset_image
 from constructs.nag import acknowledge
 from constructs.vault_alarms import VaultAlarms
 from stacks.config import AppConfig
@@ -37,7 +37,6 @@ SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 BINDER_PUBLIC_PORT = 8080
 BINDER_INTERNAL_PORT = 8081
 AGENT_PORT = 8080
-SERVICE_CONNECT_NAMESPACE = "agents.internal"
 
 
 class ServicesStack(Stack):
@@ -49,9 +48,17 @@ class ServicesStack(Stack):
         config: AppConfig,
         network: NetworkStack,
         identity: IdentityStack,
+        upstream_outputs_sha256: str | None = None,
         **kwargs: Any,
     ) -> None:
+        """`upstream_outputs_sha256` (default none): a digest of the identity and network
+        stacks' deployed outputs, set by `make deploy`. The values this stack reads from them
+        are weak references (Fn::GetStackOutput), which CloudFormation resolves only when this
+        stack is updated; a marker resource named after the digest makes any change of those
+        values an update of this stack."""
         super().__init__(scope, construct_id, **kwargs)
+        if upstream_outputs_sha256:
+            CfnWaitConditionHandle(self, f"UpstreamOutputs{upstream_outputs_sha256[:16]}")
         logs = identity.logs
         directory = identity.directory
 
@@ -61,7 +68,7 @@ class ServicesStack(Stack):
             vpc=network.vpc,
             container_insights_v2=ecs.ContainerInsights.ENHANCED,
             default_cloud_map_namespace=ecs.CloudMapNamespaceOptions(
-                name=SERVICE_CONNECT_NAMESPACE,
+                name=config.service_namespace,
                 type=servicediscovery.NamespaceType.HTTP,
                 use_for_service_connect=True,
             ),
@@ -76,7 +83,7 @@ class ServicesStack(Stack):
             self,
             "Binder",
             cluster=self.cluster,
-            image=ecs.ContainerImage.from_asset(
+            image=asset_image(
                 str(SERVICES_DIR), file="binder/Dockerfile", exclude=_asset_excludes("binder")
             ),
             logs=logs,
@@ -110,7 +117,7 @@ class ServicesStack(Stack):
             self,
             "Agent",
             cluster=self.cluster,
-            image=ecs.ContainerImage.from_asset(
+            image=asset_image(
                 str(SERVICES_DIR), file="agent/Dockerfile", exclude=_asset_excludes("agent")
             ),
             logs=logs,
@@ -129,13 +136,22 @@ class ServicesStack(Stack):
                 ),
             },
         )
-        self.agent.task_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                sid="InvokeConfiguredModelsOnly",
-                actions=["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"],
-                resources=self._bedrock_arns(config),
-            )
-        )
+        for statement in self._bedrock_statements(config):
+            self.agent.task_role.add_to_principal_policy(statement)
+            if statement.conditions and isinstance(self.agent.task_role, Construct):
+                acknowledge(
+                    self.agent.task_role,
+                    tuple(
+                        f"AwsSolutions::AwsSolutions-IAM5[Resource::{arn}]"
+                        for arn in statement.resources
+                        if "*" in arn
+                    ),
+                    "One foundation model, in whichever region its inference profile routes "
+                    "to, and only through that profile: the statement is conditioned on "
+                    "bedrock:InferenceProfileArn equal to the configured profile's ARN, as AWS "
+                    "documents for cross-region inference. Naming regions instead breaks the "
+                    "agent whenever AWS adds one to the profile.",
+                )
         self.binder.allow_connect_from(self.agent)
         # The binder is a Service Connect server, so the agent must start after it.
         self.agent.service.node.add_dependency(self.binder.service)
@@ -179,37 +195,56 @@ class ServicesStack(Stack):
                 "task role, never injected as variables.",
             )
 
-    def _bedrock_arns(self, config: AppConfig) -> list[str]:
-        arns: list[str] = []
+    def _bedrock_statements(self, config: AppConfig) -> list[iam.PolicyStatement]:
+        """InvokeModel on the configured models only (Converse and ConverseStream are
+        authorized as InvokeModel and InvokeModelWithResponseStream).
+
+        A foundation model is granted in this region. An inference profile is granted by its
+        ARN, and its foundation model in any region (`global.` profiles also reach the ARN with
+        no region) only when the call comes through that profile (bedrock:InferenceProfileArn):
+        AWS adds destination regions to a profile without notice, and a hand-kept region list
+        breaks the agent when it does.
+        """
+        actions = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
+        direct: list[str] = []
+        through_profile: list[iam.PolicyStatement] = []
         for model in config.bedrock_models:
-            if model.is_inference_profile:
-                arns.append(
-                    self.format_arn(
-                        service="bedrock",
-                        resource="inference-profile",
-                        resource_name=model.model_id,
-                    )
+            if not model.is_inference_profile:
+                direct.append(self._foundation_model_arn(model.model_id, region=self.region))
+                continue
+            profile = self.format_arn(
+                service="bedrock", resource="inference-profile", resource_name=model.model_id
+            )
+            direct.append(profile)
+            regions = ["*", ""] if model.is_global_profile else ["*"]
+            through_profile.append(
+                iam.PolicyStatement(
+                    sid=f"ModelBehindProfile{len(through_profile) + 1}",
+                    actions=actions,
+                    resources=[
+                        self._foundation_model_arn(model.foundation_model_id, region=region)
+                        for region in regions
+                    ],
+                    conditions={"StringEquals": {"bedrock:InferenceProfileArn": profile}},
                 )
-                arns += [
-                    self.format_arn(
-                        service="bedrock",
-                        region=region,
-                        account="",
-                        resource="foundation-model",
-                        resource_name=model.foundation_model_id,
-                    )
-                    for region in config.bedrock_inference_regions
-                ]
-            else:
-                arns.append(
-                    self.format_arn(
-                        service="bedrock",
-                        account="",
-                        resource="foundation-model",
-                        resource_name=model.model_id,
-                    )
-                )
-        return list(dict.fromkeys(arns))
+            )
+        return [
+            iam.PolicyStatement(
+                sid="InvokeConfiguredModelsOnly",
+                actions=actions,
+                resources=list(dict.fromkeys(direct)),
+            ),
+            *through_profile,
+        ]
+
+    def _foundation_model_arn(self, model_id: str, *, region: str) -> str:
+        return self.format_arn(
+            service="bedrock",
+            region=region,
+            account="",
+            resource="foundation-model",
+            resource_name=model_id,
+        )
 
     def _zone(self, config: AppConfig) -> route53.IHostedZone:
         if not hasattr(self, "_hosted_zone"):

@@ -39,6 +39,10 @@ _EXISTS = "ResourceExistsException"
 # secret is being deleted: the swap lost, it did not fail.
 _LOST_SWAP = frozenset({"InvalidParameterException", "InvalidRequestException", _NOT_FOUND})
 _WRITE_ATTEMPTS = 3
+# The only tags the binder sets on a vault secret; the broker role's TagResource grant is
+# conditioned on exactly these keys (constructs/token_vault.py).
+TAG_PROVIDER = "oauth-provider"
+TAG_USER_HASH = "user-hash"
 
 _log = logging.getLogger("binder.vault")
 
@@ -232,8 +236,8 @@ class Vault:
                 SecretString=value,
                 Description=f"OAuth tokens of one user for {provider} (token vault)",
                 Tags=[
-                    {"Key": "oauth-provider", "Value": provider},
-                    {"Key": "user-hash", "Value": user_hash},
+                    {"Key": TAG_PROVIDER, "Value": provider},
+                    {"Key": TAG_USER_HASH, "Value": user_hash},
                 ],
             )
         except ClientError as exc:
