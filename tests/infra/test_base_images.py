@@ -2,11 +2,16 @@
 
 - every FROM is the Docker official image's ECR Public mirror, tag and index digest pinned,
   the same base for both services, and a line tools/refresh_base_images.py can refresh;
+- each image makes the task's scratch path world-writable (sticky) and then declares it a
+  VOLUME: on Fargate the task's bind-mount volume is then a copy of that directory, not a
+  root-owned 0755 one that UID 10001 cannot write. The path is the one the task definition
+  mounts (constructs.hardened_service.SCRATCH_PATH);
 - the Makefile still derives the images' Python version from the new FROM form.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -14,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from constructs.hardened_service import SCRATCH_PATH
 from tools.refresh_base_images import dockerfiles, find_pins
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +73,40 @@ def test_every_base_is_the_ecr_public_mirror_pinned_by_tag_and_digest(dockerfile
 def test_both_services_use_the_same_base() -> None:
     bases = {image for path in DOCKERFILES for image in _from_images(path)}
     assert len(bases) == 1, bases
+
+
+def _volumes(rest: str) -> list[str]:
+    if rest.startswith("["):
+        paths: list[str] = json.loads(rest)
+        return paths
+    return rest.split()
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_scratch_path_is_writable_by_the_task_user_and_declared_a_volume(
+    dockerfile: Path,
+) -> None:
+    instructions = _instructions(dockerfile)
+    volumes = [
+        (index, path)
+        for index, (keyword, rest) in enumerate(instructions)
+        if keyword == "VOLUME"
+        for path in _volumes(rest)
+    ]
+    assert [path for _, path in volumes] == [SCRATCH_PATH]
+    (volume_at, _) = volumes[0]
+    path = re.escape(SCRATCH_PATH)
+    # World-writable with the sticky bit, or owned by the task user and private to it.
+    mode_set = re.compile(
+        rf"chmod\s+1777\s+{path}(?!\S)"
+        rf"|chown\s+10001(:10001)?\s+{path}(?!\S).*chmod\s+0?700\s+{path}(?!\S)"
+    )
+    runs = [(i, rest) for i, (keyword, rest) in enumerate(instructions) if keyword == "RUN"]
+    assert any(mode_set.search(rest) for i, rest in runs if i < volume_at), (
+        f"{dockerfile}: no RUN sets the mode of {SCRATCH_PATH} before VOLUME"
+    )
+    # Changes to a volume's path after VOLUME are discarded at build time.
+    assert not [rest for i, rest in runs if i > volume_at and SCRATCH_PATH in rest]
 
 
 def test_makefile_reads_the_images_python_from_the_pinned_from_line() -> None:
