@@ -22,8 +22,9 @@ NODE = $(NODE_BIN)/node
 NPM = $(NODE) $(NODE_BIN)/../lib/node_modules/npm/bin/npm-cli.js
 CDK = PATH="$(NODE_BIN):$$PATH" JSII_NODE="$(NODE)" $(NODE) node_modules/aws-cdk/bin/cdk
 SERVICE_REQS := $(wildcard services/*/requirements.txt)
-# The services also run their tests on the Python of their container image (FROM python:X.Y).
-IMAGE_PY_VERSION := $(shell sed -n 's/^FROM python:\([0-9]*\.[0-9]*\)-.*/\1/p' services/agent/Dockerfile)
+# The services also run their tests on the Python of their container image
+# (FROM public.ecr.aws/docker/library/python:X.Y-...@sha256:...).
+IMAGE_PY_VERSION := $(shell sed -n 's|^FROM [^ ]*/python:\([0-9]*\.[0-9]*\)-.*|\1|p' services/agent/Dockerfile)
 IMAGE_VENV := .venv-image
 # Tests that exercise only the services (no CDK): they run on both Pythons.
 SERVICE_TESTS := tests/services tests/binder tests/agent tests/fakes tests/integration

@@ -27,7 +27,11 @@ def _instructions(service: str) -> list[tuple[str, str]]:
 def test_image_is_slim_pinned_and_non_root(service: str) -> None:
     instructions = _instructions(service)
     (base,) = [rest for keyword, rest in instructions if keyword == "FROM"]
-    assert re.fullmatch(r"python:3\.\d+-slim(-\w+)?", base), base
+    # The Docker official image from its ECR Public mirror, tag kept for readers, pinned by
+    # digest (tests/infra/test_base_images.py checks the rest of the pin).
+    assert re.fullmatch(
+        r"public\.ecr\.aws/docker/library/python:3\.\d+-slim(-\w+)?@sha256:[0-9a-f]{64}", base
+    ), base
     users = [rest for keyword, rest in instructions if keyword == "USER"]
     assert users
     assert users[-1].split(":")[0] not in ("root", "0")
