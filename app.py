@@ -32,6 +32,8 @@ from stacks.identity_stack import IdentityStack  # noqa: E402
 from stacks.network_stack import NetworkStack  # noqa: E402
 from stacks.services_stack import ServicesStack  # noqa: E402
 
+# Context keys that `make deploy` sets (tools/deploy.py), beside those of `AppConfig`.
+DEPLOY_CONTEXT_KEYS = ("deploy", "upstream_outputs_sha256")
 NAG_PACKS = (AwsSolutionsChecks, NIST80053R5Checks, HIPAASecurityChecks, PCIDSS321Checks)
 
 

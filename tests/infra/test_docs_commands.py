@@ -24,10 +24,11 @@ from typing import Any
 import pytest
 
 from agent.tools import default_tools
+from app import DEPLOY_CONTEXT_KEYS
 from binder.audit import EVENTS
 from binder.provider_schema import BUILTIN_KINDS, GENERIC_KINDS
 from binder.providers import builtin
-from stacks.config import PROVIDER_FIELDS, AppConfig
+from stacks.config import COGNITO_RESERVED_WORDS, PROVIDER_FIELDS, AppConfig
 from stacks.identity_stack import _pascal
 from tests.infra.assembly import Synthesized
 from tests.infra.conftest import example_context
@@ -159,6 +160,8 @@ def _other_known_names() -> set[str]:
         | set(GENERIC_KINDS)
         | set(_subcommands())
         | OTHER_NAMES
+        | set(DEPLOY_CONTEXT_KEYS)
+        | set(COGNITO_RESERVED_WORDS)
     )
 
 
