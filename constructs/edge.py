@@ -21,6 +21,7 @@ from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_elasticloadbalancingv2_actions as elbv2_actions
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_wafv2 as wafv2
@@ -35,6 +36,31 @@ BROWSER_AGENT_PATHS = ("/", "/app/*")
 BINDER_PATHS = ("/oauth2/*",)
 API_PATHS = ("/api/*",)
 
+# Security headers on every HTTPS response, the ALB's own included (its fixed 404, the
+# authenticate-cognito redirects, its 5xx pages): the values both services send
+# (services/common/svc_common/middleware.py, SecurityHeaders). The ALB sets these headers on
+# forwarded responses too, so they must stay equal to the services' values.
+# Not here, on purpose:
+# - Content-Security-Policy: the agent and the binder send different page policies (the chat
+#   page loads its own script; binder pages have an inline style block), and the ALB would put
+#   one value on both. The ALB's own responses are a plain-text 404 (with nosniff) and bodiless
+#   redirects; X-Frame-Options covers framing for all of them.
+# - Referrer-Policy and Cache-Control: the ALB has no attribute for them.
+HTTPS_RESPONSE_HEADERS = {
+    "routing.http.response.strict_transport_security.header_value": (
+        "max-age=31536000; includeSubDomains"
+    ),
+    "routing.http.response.x_content_type_options.header_value": "nosniff",
+    "routing.http.response.x_frame_options.header_value": "DENY",
+    # No "Server: awselb/2.0" banner.
+    "routing.http.response.server.enabled": "false",
+}
+# Port 80 only redirects. Browsers ignore HSTS received over plain HTTP (RFC 6797, 8.1), so the
+# redirect carries the rest.
+HTTP_RESPONSE_HEADERS = {
+    key: value for key, value in HTTPS_RESPONSE_HEADERS.items() if "strict_transport" not in key
+}
+
 
 class Edge(Construct):
     """ALB + WAF + rules.
@@ -46,7 +72,13 @@ class Edge(Construct):
     - agent / binder: the two `HardenedFargateService`s to route to (required).
     - waf_log_group: where WAF logs go; its name must start with aws-waf-logs- (required;
       created by `EncryptedLogs.waf_log_group` in the stateful stack so it outlives this one).
+    - logs_key: the KMS key that encrypts the S3 server access logs of the ALB log bucket
+      (required; `EncryptedLogs.key`, whose policy lets S3 log delivery use it for this
+      account only).
     - log_retention_days: lifetime of ALB access log objects (default 365).
+    - access_log_lock_days: S3 Object Lock retention (governance mode) of each ALB access log
+      object: nobody without `s3:BypassGovernanceRetention` can delete or overwrite it before
+      then (default 90; at most `log_retention_days`).
     - waf_rate_limit: requests per 5 minutes per client IP before WAF blocks (default 1000).
     - session_timeout: ALB authentication session lifetime (default 8 hours).
     - ssl_policy: TLS policy of the HTTPS listener (default TLS 1.3 and 1.2 only).
@@ -63,14 +95,20 @@ class Edge(Construct):
         agent: HardenedFargateService,
         binder: HardenedFargateService,
         waf_log_group: logs.ILogGroup,
+        logs_key: kms.IKey,
         log_retention_days: int = 365,
+        access_log_lock_days: int = 90,
         waf_rate_limit: int = 1000,
         session_timeout: Duration | None = None,
         ssl_policy: elbv2.SslPolicy = elbv2.SslPolicy.RECOMMENDED_TLS,
     ) -> None:
         super().__init__(scope, construct_id)
 
-        self.access_logs_bucket = self._log_bucket(log_retention_days)
+        if not 1 <= access_log_lock_days <= log_retention_days:
+            raise ValueError("access_log_lock_days must be between 1 and log_retention_days")
+        self.access_logs_bucket = self._log_bucket(
+            log_retention_days, access_log_lock_days, logs_key
+        )
 
         self.security_group = ec2.SecurityGroup(
             self,
@@ -123,6 +161,8 @@ class Edge(Construct):
             "The port 80 listener only answers with a permanent redirect to HTTPS: it serves no "
             "content and an HTTP listener cannot hold a certificate. Port 443 uses ACM.",
         )
+        for key, value in HTTP_RESPONSE_HEADERS.items():
+            self.http_listener.set_attribute(key, value)
         self.https_listener = self.load_balancer.add_listener(
             "Https",
             port=443,
@@ -133,6 +173,8 @@ class Edge(Construct):
                 404, content_type="text/plain", message_body="Not found"
             ),
         )
+        for key, value in HTTPS_RESPONSE_HEADERS.items():
+            self.https_listener.set_attribute(key, value)
 
         self.agent_target_group = agent.new_target_group(self, "AgentTargets")
         self.binder_target_group = binder.new_target_group(self, "BinderTargets")
@@ -179,7 +221,7 @@ class Edge(Construct):
 
         self.web_acl = self._web_acl(waf_rate_limit, waf_log_group)
 
-    def _log_bucket(self, retention_days: int) -> s3.Bucket:
+    def _log_bucket(self, retention_days: int, lock_days: int, logs_key: kms.IKey) -> s3.Bucket:
         common: dict[str, Any] = dict(
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
@@ -197,9 +239,39 @@ class Edge(Construct):
         server_access_logs = s3.Bucket(
             self,
             "ServerAccessLogs",
-            # S3 server access logging delivers with SSE-S3 only.
             encryption=s3.BucketEncryption.S3_MANAGED,
             **common,
+        )
+        # SSE-KMS with the logs key, set on the L1 bucket: given an L2 `encryption_key`, CDK
+        # would also grant logging.s3.amazonaws.com the key with no condition at all. The key
+        # policy's own statement (EncryptedLogs) binds S3 log delivery to this account.
+        cfn_server_access_logs = server_access_logs.node.default_child
+        if not isinstance(cfn_server_access_logs, s3.CfnBucket):
+            raise TypeError(f"{server_access_logs.node.path} has no CfnBucket to encrypt")
+        cfn_server_access_logs.bucket_encryption = s3.CfnBucket.BucketEncryptionProperty(
+            server_side_encryption_configuration=[
+                s3.CfnBucket.ServerSideEncryptionRuleProperty(
+                    bucket_key_enabled=True,
+                    server_side_encryption_by_default=(
+                        s3.CfnBucket.ServerSideEncryptionByDefaultProperty(
+                            sse_algorithm="aws:kms", kms_master_key_id=logs_key.key_arn
+                        )
+                    ),
+                )
+            ]
+        )
+        acknowledge(
+            server_access_logs,
+            (
+                "NIST.800.53.R5::NIST.800.53.R5-S3BucketReplicationEnabled",
+                "HIPAA.Security::HIPAA.Security-S3BucketReplicationEnabled",
+                "PCI.DSS.321::PCI.DSS.321-S3BucketReplicationEnabled",
+            ),
+            "S3 server access logs of the ALB log bucket, kept in this region: versioned, "
+            "TLS-only, encrypted with the logs KMS key and expired by lifecycle. S3 delivers "
+            "server access logs only to buckets without Object Lock, and replication to a "
+            "second region is the log-archive account's job in a multi-account landing zone "
+            "(docs/deployment.md), not this single-region stack's.",
         )
         bucket = s3.Bucket(
             self,
@@ -208,30 +280,34 @@ class Edge(Construct):
             encryption=s3.BucketEncryption.S3_MANAGED,
             server_access_logs_bucket=server_access_logs,
             server_access_logs_prefix="alb-access-logs/",
+            object_lock_default_retention=s3.ObjectLockRetention.governance(
+                Duration.days(lock_days)
+            ),
             **common,
         )
-        for b in (bucket, server_access_logs):
-            acknowledge(
-                b,
-                (
-                    "NIST.800.53.R5::NIST.800.53.R5-S3DefaultEncryptionKMS",
-                    "HIPAA.Security::HIPAA.Security-S3DefaultEncryptionKMS",
-                    "PCI.DSS.321::PCI.DSS.321-S3DefaultEncryptionKMS",
-                ),
-                "Elastic Load Balancing access logs and S3 server access logs are delivered "
-                "only to buckets encrypted with SSE-S3 (AES-256); SSE-KMS is not supported.",
-            )
-            acknowledge(
-                b,
-                (
-                    "NIST.800.53.R5::NIST.800.53.R5-S3BucketReplicationEnabled",
-                    "HIPAA.Security::HIPAA.Security-S3BucketReplicationEnabled",
-                    "PCI.DSS.321::PCI.DSS.321-S3BucketReplicationEnabled",
-                ),
-                "Access logs are retained, versioned and expire by lifecycle in this region; "
-                "cross-region replication would need a second region this single-region "
-                "reference deployment does not have.",
-            )
+        acknowledge(
+            bucket,
+            (
+                "NIST.800.53.R5::NIST.800.53.R5-S3DefaultEncryptionKMS",
+                "HIPAA.Security::HIPAA.Security-S3DefaultEncryptionKMS",
+                "PCI.DSS.321::PCI.DSS.321-S3DefaultEncryptionKMS",
+            ),
+            "Elastic Load Balancing delivers access logs only to buckets encrypted with SSE-S3 "
+            "(AES-256); SSE-KMS is not supported for ALB access logs.",
+        )
+        acknowledge(
+            bucket,
+            (
+                "NIST.800.53.R5::NIST.800.53.R5-S3BucketReplicationEnabled",
+                "HIPAA.Security::HIPAA.Security-S3BucketReplicationEnabled",
+                "PCI.DSS.321::PCI.DSS.321-S3BucketReplicationEnabled",
+            ),
+            "The control is S3 Object Lock: every ALB access log object is under governance "
+            "retention (access_log_lock_days) in a versioned, TLS-only bucket, so it cannot be "
+            "deleted or overwritten early. Replication to a second region is the log-archive "
+            "account's job in a multi-account landing zone (docs/deployment.md), not this "
+            "single-region stack's.",
+        )
         return bucket
 
     def _web_acl(self, rate_limit: int, waf_log_group: logs.ILogGroup) -> wafv2.CfnWebACL:

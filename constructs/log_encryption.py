@@ -1,5 +1,7 @@
 """A customer-managed KMS key for CloudWatch Logs, and log groups that always use it.
 
+The key also encrypts the S3 server access logs of the ALB log bucket (constructs/edge.py).
+
 Every log group of the project is created through `EncryptedLogs.log_group`, so none can be
 created without encryption or retention.
 """
@@ -94,6 +96,21 @@ class EncryptedLogs(Construct):
                         )
                     }
                 },
+            )
+        )
+
+        # S3 server access log delivery writes SSE-KMS objects with this key (the ALB log
+        # bucket's access logs, constructs/edge.py): a data key per object (GenerateDataKey),
+        # Decrypt for multipart uploads. Only for logs of this account's buckets: S3 sets
+        # aws:SourceAccount to the source bucket's owner. (aws:SourceArn is the source bucket's
+        # ARN, which names no account, so it cannot narrow this further.)
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowS3ServerAccessLogDeliveryForThisAccount",
+                principals=[iam.ServicePrincipal("logging.s3.amazonaws.com")],
+                actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
             )
         )
 

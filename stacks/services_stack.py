@@ -166,6 +166,7 @@ class ServicesStack(Stack):
             agent=self.agent,
             binder=self.binder,
             waf_log_group=identity.waf_log_group,
+            logs_key=identity.logs.key,
             log_retention_days=config.log_retention_days,
             waf_rate_limit=config.waf_rate_limit,
         )
