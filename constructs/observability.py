@@ -137,6 +137,16 @@ class Observability(Construct):
         other_alarms: Sequence[cloudwatch.IAlarm] = (),
     ) -> None:
         super().__init__(scope, construct_id)
+        thresholds = {
+            "binding_rejections": binding_rejections,
+            "state_rejections": state_rejections,
+            "refresh_failures": refresh_failures,
+            "vault_unavailable": vault_unavailable,
+        }
+        for prop, threshold in thresholds.items():
+            if threshold < 1:
+                # ">= 0" would be in ALARM for every period, quiet ones included.
+                raise ValueError(f"{prop} must be at least 1, got {threshold}")
         self.namespace = namespace or f"{Stack.of(self).stack_name}/Audit"
         self.period = period or Duration.minutes(5)
 
