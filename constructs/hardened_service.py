@@ -292,3 +292,14 @@ class HardenedFargateService(Construct):
             scale_in_cooldown=Duration.minutes(5),
             scale_out_cooldown=Duration.minutes(1),
         )
+
+    def roll_back_on(self, alarm_names: Sequence[str]) -> None:
+        """Roll a deployment back when any of these CloudWatch alarms goes into ALARM while it
+        runs (ECS deployment alarms), on top of the circuit breaker's failed-task check.
+
+        An alarm on this service's own metrics (CPU, memory) would make the service and the
+        alarm depend on each other; target-group metrics, which name no service, do not.
+        """
+        self.service.enable_deployment_alarms(
+            list(alarm_names), behavior=ecs.AlarmBehavior.ROLLBACK_ON_ALARM
+        )

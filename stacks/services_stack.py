@@ -28,6 +28,7 @@ from constructs import Construct
 from constructs.edge import Edge
 from constructs.hardened_service import HardenedFargateService, ServiceConnectPort, asset_image
 from constructs.nag import acknowledge
+from constructs.observability import Observability, ObservedService
 from constructs.vault_alarms import VaultAlarms
 from stacks.config import AppConfig
 from stacks.identity_stack import IdentityStack
@@ -186,6 +187,18 @@ class ServicesStack(Stack):
         self.vault_alarms = VaultAlarms(
             self, "VaultAlarms", vault=identity.vault, topic=self.alarm_topic
         )
+        # The dashboard, and alarms on the binder's audit lines (docs/operations.md).
+        self.observability = Observability(
+            self,
+            "Observability",
+            services=[
+                ObservedService("Agent", self.agent, self.edge.agent_target_group),
+                ObservedService("Binder", self.binder, self.edge.binder_target_group),
+            ],
+            audit_log_group=self.binder.log_group,
+            topic=self.alarm_topic,
+            other_alarms=self.service_alarms,
+        )
 
         for service in (self.agent, self.binder):
             acknowledge(
@@ -329,9 +342,9 @@ class ServicesStack(Stack):
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
         ]
-        for name, target_group in (
-            ("Agent", self.edge.agent_target_group),
-            ("Binder", self.edge.binder_target_group),
+        for name, fargate, target_group in (
+            ("Agent", self.agent, self.edge.agent_target_group),
+            ("Binder", self.binder, self.edge.binder_target_group),
         ):
             alarms.append(
                 cloudwatch.Alarm(
@@ -345,22 +358,25 @@ class ServicesStack(Stack):
                     treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
                 )
             )
-            alarms.append(
-                cloudwatch.Alarm(
-                    self,
-                    f"{name}ServerErrors",
-                    alarm_description=f"{name} returned 5xx responses",
-                    metric=target_group.metrics.http_code_target(
-                        elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=Duration.minutes(5)
-                    ),
-                    threshold=10,
-                    evaluation_periods=1,
-                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                )
+            server_errors = cloudwatch.Alarm(
+                self,
+                f"{name}ServerErrors",
+                alarm_description=f"{name} returned 5xx responses; a deployment under way "
+                "rolls back",
+                metric=target_group.metrics.http_code_target(
+                    elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=Duration.minutes(5)
+                ),
+                threshold=10,
+                evaluation_periods=1,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
+            # A deployment that makes the service answer 5xx rolls back by itself.
+            fargate.roll_back_on([server_errors.alarm_name])
+            alarms.append(server_errors)
         for alarm in alarms:
             alarm.add_alarm_action(action)
             alarm.add_ok_action(action)
+        self.service_alarms: tuple[cloudwatch.Alarm, ...] = tuple(alarms)
         return topic
 
 
