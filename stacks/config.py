@@ -171,6 +171,7 @@ class AppConfig:
     nat_gateways: int
     vault_prefix: str
     log_retention_days: int
+    access_log_lock_days: int
     waf_rate_limit: int
     alarm_email: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -283,6 +284,13 @@ class AppConfig:
             )
             or "agent-token-vault",
             log_retention_days=_retention(get("log_retention_days")),
+            access_log_lock_days=_int(
+                get,
+                "access_log_lock_days",
+                min(90, _retention(get("log_retention_days"))),
+                1,
+                3653,
+            ),
             waf_rate_limit=_int(get, "waf_rate_limit", 1000, 10, 2_000_000_000),
             alarm_email=_email(get("alarm_email")),
             tags=_tags(get("tags")),
@@ -336,6 +344,11 @@ class AppConfig:
             )
 
     def _checked(self) -> AppConfig:
+        if self.access_log_lock_days > self.log_retention_days:
+            raise ConfigError(
+                "context key 'access_log_lock_days' must not exceed 'log_retention_days' (a "
+                "log object cannot expire while it is locked)"
+            )
         if self.max_task_count < max(self.agent_desired_count, self.binder_desired_count):
             raise ConfigError(
                 "context key 'max_task_count' must be at least 'agent_desired_count' and "

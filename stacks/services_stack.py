@@ -169,6 +169,7 @@ class ServicesStack(Stack):
             waf_log_group=identity.waf_log_group,
             logs_key=identity.logs.key,
             log_retention_days=config.log_retention_days,
+            access_log_lock_days=config.access_log_lock_days,
             waf_rate_limit=config.waf_rate_limit,
         )
         if config.hosted_zone_id and config.hosted_zone_name:

@@ -310,3 +310,11 @@ def test_make_deploy_refuses_the_example_values_before_any_aws_call(tmp_path: Pa
     assert "refusing to deploy" in result.stderr
     assert "account, certificate_arn, domain_name" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_access_log_lock_fits_inside_the_log_lifetime() -> None:
+    short = {**example_context(), "log_retention_days": 30}
+    assert AppConfig.from_context(short.get).access_log_lock_days == 30, "default follows"
+    with pytest.raises(ConfigError, match="access_log_lock_days"):
+        AppConfig.from_context({**short, "access_log_lock_days": 60}.get)
+    assert AppConfig.from_context(example_context().get).access_log_lock_days == 90
