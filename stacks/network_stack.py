@@ -144,7 +144,7 @@ class NetworkStack(Stack):
                 sid="EcrImageLayers",
                 principals=[iam.AnyPrincipal()],
                 actions=["s3:GetObject"],
-                resources=[f"arn:aws:s3:::prod-{self.region}-starport-layer-bucket/*"],
+                resources=[f"arn:{self.partition}:s3:::prod-{self.region}-starport-layer-bucket/*"],
             )
         )
         # Otherwise only this account's principals, and only this account's buckets.

@@ -36,17 +36,17 @@ def example_context() -> dict[str, Any]:
     return context
 
 
-@pytest.fixture(scope="session")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+def synthesize(outdir: Path, context: dict[str, Any]) -> Synthesized:
+    """Build and synthesize the app with `context`; raises if any nag pack reports an
+    unacknowledged finding."""
     _use_node_24()
     import aws_cdk as cdk
 
     from app import build
 
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    app = cdk.App(outdir=str(outdir), context={**example_context(), **CLI_CONTEXT})
+    app = cdk.App(outdir=str(outdir), context={**context, **CLI_CONTEXT})
     build(app)
-    app.synth()  # raises if any nag pack reports an unacknowledged finding
+    app.synth()
     manifest = json.loads((outdir / "manifest.json").read_text())
     templates = {
         name: json.loads((outdir / artifact["properties"]["templateFile"]).read_text())
@@ -55,3 +55,8 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     }
     report = json.loads((outdir / "validation-report.json").read_text())
     return Synthesized(outdir=outdir, templates=templates, manifest=manifest, report=report)
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesize(tmp_path_factory.mktemp("cdk.out"), example_context())

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from constructs.hardened_service import SCRATCH_PATH
+from tests.dockerfile import instructions
 from tools.refresh_base_images import dockerfiles, find_pins
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,21 +31,10 @@ PINNED = re.compile(
 )
 
 
-def _instructions(path: Path) -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", path.read_text())
-    result = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keyword, _, rest = line.partition(" ")
-            result.append((keyword.upper(), rest.strip()))
-    return result
-
-
 def _from_images(path: Path) -> list[str]:
     stages: set[str] = set()
     images = []
-    for keyword, rest in _instructions(path):
+    for keyword, rest in instructions(path):
         if keyword != "FROM":
             continue
         words = [w for w in rest.split() if not w.startswith("--platform=")]
@@ -86,10 +76,10 @@ def _volumes(rest: str) -> list[str]:
 def test_scratch_path_is_writable_by_the_task_user_and_declared_a_volume(
     dockerfile: Path,
 ) -> None:
-    instructions = _instructions(dockerfile)
+    steps = instructions(dockerfile)
     volumes = [
         (index, path)
-        for index, (keyword, rest) in enumerate(instructions)
+        for index, (keyword, rest) in enumerate(steps)
         if keyword == "VOLUME"
         for path in _volumes(rest)
     ]
@@ -101,7 +91,7 @@ def test_scratch_path_is_writable_by_the_task_user_and_declared_a_volume(
         rf"chmod\s+1777\s+{path}(?!\S)"
         rf"|chown\s+10001(:10001)?\s+{path}(?!\S).*chmod\s+0?700\s+{path}(?!\S)"
     )
-    runs = [(i, rest) for i, (keyword, rest) in enumerate(instructions) if keyword == "RUN"]
+    runs = [(i, rest) for i, (keyword, rest) in enumerate(steps) if keyword == "RUN"]
     assert any(mode_set.search(rest) for i, rest in runs if i < volume_at), (
         f"{dockerfile}: no RUN sets the mode of {SCRATCH_PATH} before VOLUME"
     )

@@ -19,7 +19,7 @@ import pytest
 
 from stacks.config import AppConfig, ConfigError
 from tests.infra.assembly import Synthesized
-from tests.infra.conftest import CLI_CONTEXT, ROOT, _use_node_24, example_context
+from tests.infra.conftest import ROOT, _use_node_24, example_context, synthesize
 
 UPSTREAM_SHA = "ab" * 32
 GLOBAL_PROFILE = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -46,25 +46,6 @@ REAL_VALUES: dict[str, Any] = {
 }
 
 
-def _synthesize(outdir: Path, context: dict[str, Any]) -> Synthesized:
-    _use_node_24()
-    import aws_cdk as cdk
-
-    from app import build
-
-    app = cdk.App(outdir=str(outdir), context={**context, **CLI_CONTEXT})
-    build(app)
-    app.synth()  # every nag pack, as for the example
-    manifest = json.loads((outdir / "manifest.json").read_text())
-    templates = {
-        name: json.loads((outdir / artifact["properties"]["templateFile"]).read_text())
-        for name, artifact in manifest["artifacts"].items()
-        if artifact["type"] == "aws:cloudformation:stack"
-    }
-    report = json.loads((outdir / "validation-report.json").read_text())
-    return Synthesized(outdir=outdir, templates=templates, manifest=manifest, report=report)
-
-
 @pytest.fixture(scope="session")
 def second(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     context = {
@@ -73,7 +54,7 @@ def second(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
         "deploy": "true",
         "upstream_outputs_sha256": UPSTREAM_SHA,
     }
-    return _synthesize(tmp_path_factory.mktemp("cdk.out.second"), context)
+    return synthesize(tmp_path_factory.mktemp("cdk.out.second"), context)
 
 
 def _image_assets(synth: Synthesized) -> dict[str, dict[str, Any]]:

@@ -7,20 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.dockerfile import instructions
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("agent", "binder")
 
 
 def _instructions(service: str) -> list[tuple[str, str]]:
-    text = (ROOT / "services" / service / "Dockerfile").read_text()
-    text = re.sub(r"\\\n", " ", text)
-    result = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keyword, _, rest = line.partition(" ")
-            result.append((keyword.upper(), rest.strip()))
-    return result
+    return instructions(ROOT / "services" / service / "Dockerfile")
 
 
 @pytest.mark.parametrize("service", SERVICES)
