@@ -40,14 +40,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def spec(name: str, provider: str, *, mutating: bool = False) -> ToolSpec:
+def spec(name: str, provider: str, *, changes_data: bool | None = False) -> ToolSpec:
     return ToolSpec(
         name=name,
         description=f"{name} description",
         input_schema={"type": "object", "properties": {}, "additionalProperties": False},
         provider=provider,
         scopes=("read",),
-        mutating=mutating,
+        changes_data=changes_data,
     )
 
 
@@ -63,7 +63,7 @@ ISSUE = ToolSpec(
     },
     provider="github",
     scopes=("repo",),
-    mutating=True,
+    changes_data=True,
 )
 CALENDAR = spec("google_calendar_upcoming", "google")
 MS_ME = spec("microsoft_me", "microsoft")
@@ -212,7 +212,7 @@ async def test_tool_use_round_trip(
         ("ok", "success"),
         ("error", "error"),
         ("authorization_required", "error"),
-        ("confirmation_required", "error"),
+        ("approval_required", "error"),
     ],
 )
 async def test_tool_result_status(
@@ -871,20 +871,22 @@ async def test_planner_authorization_required() -> None:
 
 
 @pytest.mark.anyio
-async def test_planner_confirmation_required_relays_the_message() -> None:
-    message = "This action changes data. The user must confirm it: create issue in octo/app."
+async def test_planner_approval_required_says_nothing_ran() -> None:
+    message = "This action changes data, so it has not run."
     result = outcome(
         "github_create_issue",
         "github",
-        "confirmation_required",
-        {"status": "confirmation_required", "message": message},
+        "approval_required",
+        {"status": "approval_required", "message": message},
     )
     text, execute = await plan_reply(
         'create issue "Bug" in octo/app', execute=FakeExecute({result.tool: result})
     )
 
     assert execute.calls == [("github_create_issue", {"repository": "octo/app", "title": "Bug"})]
-    assert text == f"[offline planner] {message}"
+    assert text == (
+        "[offline planner] This changes data, so it has not run: it needs your approval first."
+    )
 
 
 @pytest.mark.anyio

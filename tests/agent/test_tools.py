@@ -21,6 +21,8 @@ from agent.tools import (
     GoogleCalendarUpcoming,
     MicrosoftMailSubjects,
     MicrosoftMe,
+    NotesCreate,
+    NotesList,
     OidcWhoami,
     ToolRegistry,
     check_input_schema,
@@ -32,6 +34,7 @@ TOKEN = "gho_s3cretAccessTokenValue0123456789"
 GITHUB = "https://github.api.test"
 GOOGLE = "https://google.api.test"
 GRAPH = "https://graph.api.test"
+NOTES = "http://127.0.0.1:9911"
 USERINFO = "https://sso.example.test/oauth2/userinfo"
 NOW = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
 
@@ -303,7 +306,7 @@ async def test_github_whoami() -> None:
         "html_url": "https://github.com/octocat",
         "public_repos": 2,
     }
-    assert (tool.spec.provider, tool.spec.scopes, tool.spec.mutating) == (
+    assert (tool.spec.provider, tool.spec.scopes, tool.spec.changes_data) == (
         "github",
         ("read:user",),
         False,
@@ -374,7 +377,7 @@ async def test_github_create_issue() -> None:
         "html_url": "https://github.com/octocat/Hello-World/issues/1347",
         "title": "Found a bug",
     }
-    assert tool.spec.mutating is True
+    assert tool.spec.changes_data is True
     assert tool.spec.scopes == ("repo",)
     assert tool.describe(arguments) == 'create issue "Found a bug" in octocat/Hello-World'
 
@@ -941,7 +944,7 @@ def test_default_tools() -> None:
         "corp_sso_whoami",
         "okta_whoami",
     ]
-    assert [t.spec.name for t in tools if t.spec.mutating] == ["github_create_issue"]
+    assert [t.spec.name for t in tools if t.spec.needs_approval] == ["github_create_issue"]
     with pytest.raises(ValueError, match="built in"):
         default_tools(oidc_userinfo={"github": USERINFO})
 
@@ -1129,3 +1132,82 @@ def test_describe_lines() -> None:
     assert OidcWhoami("corp-sso", USERINFO).describe({}) == "read your corp-sso profile"
     assert "5" in GoogleCalendarUpcoming().describe({"limit": 5})
     assert "10" in MicrosoftMailSubjects().describe({})
+
+
+# ---------------------------------------------------------------------------- the notes tools
+
+
+@pytest.mark.anyio
+async def test_notes_list() -> None:
+    note = {"id": "n1", "title": "Groceries", "body": "milk", "created_at": "2026-01-01T00:00Z"}
+    api = Api(answer({"notes": [note, {"id": 2, "title": "x" * 600}]}))
+    tool = NotesList(api_base=NOTES)
+    result = await run(tool, api)
+    request = api.only
+    assert (request.method, str(request.url)) == ("GET", f"{NOTES}/notes")
+    assert_bearer(request)
+    assert result["notes"][0] == note
+    assert result["notes"][1]["id"] == 2
+    assert len(result["notes"][1]["title"]) == 500  # provider text is cut
+    assert (tool.spec.provider, tool.spec.changes_data) == ("notes", False)
+
+
+@pytest.mark.anyio
+async def test_notes_create_posts_the_whole_body() -> None:
+    body = "line\n" * 2000
+    api = Api(answer({"id": "n7", "title": "T", "created_at": "2026-01-01T00:00Z"}, 201))
+    tool = NotesCreate(api_base=NOTES)
+    result = await run(tool, api, {"title": "T", "body": body})
+    request = api.only
+    assert (request.method, str(request.url)) == ("POST", f"{NOTES}/notes")
+    assert_bearer(request)
+    assert json.loads(request.content) == {"title": "T", "body": body}
+    assert result == {"id": "n7", "title": "T", "created_at": "2026-01-01T00:00Z"}
+    assert (tool.spec.provider, tool.spec.changes_data, tool.spec.needs_approval) == (
+        "notes",
+        True,
+        True,
+    )
+    assert tool.spec.scopes != NotesList(api_base=NOTES).spec.scopes  # write is its own grant
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"title": "x" * 201},
+        {"title": " "},
+        {"title": "a\nb"},
+        {"title": "t", "body": "x" * 10001},
+        {"title": "t", "body": "bell\x07"},
+        {"body": "no title"},
+        {"title": "t", "tags": "x"},
+    ],
+    ids=["long-title", "blank", "multi-line-title", "long-body", "control", "no-title", "extra"],
+)
+def test_notes_create_checks_its_arguments(arguments: dict[str, Any]) -> None:
+    with pytest.raises(ToolError) as caught:
+        NotesCreate(api_base=NOTES).validate(arguments)
+    assert caught.value.kind == "invalid_arguments"
+
+
+def test_notes_create_accepts_the_limits() -> None:
+    tool = NotesCreate(api_base=NOTES)
+    args = tool.validate({"title": "x" * 200, "body": "y" * 10000})
+    assert (len(args["title"]), len(args["body"])) == (200, 10000)
+    assert tool.validate({"title": "t"}) == {"title": "t", "body": ""}
+
+
+def test_notes_tools_only_with_their_url() -> None:
+    names = [t.spec.name for t in default_tools()]
+    assert "notes_list" not in names
+    names = [t.spec.name for t in default_tools(notes_api=NOTES)]
+    assert names[-2:] == ["notes_list", "notes_create"]
+
+
+def test_every_built_in_tool_declares_its_effect() -> None:
+    tools = default_tools(oidc_userinfo={"okta": USERINFO}, notes_api=NOTES)
+    assert all(t.spec.changes_data is not None for t in tools)
+    assert sorted(t.spec.name for t in tools if t.spec.needs_approval) == [
+        "github_create_issue",
+        "notes_create",
+    ]

@@ -23,7 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from agent.binder_client import BinderClient
+from agent.binder_client import ACTION_ID, BinderClient
 from agent.chat import ChatService
 from agent.model import BedrockModel, ModelError, ModelUnavailable, OfflinePlanner
 from agent.settings import Settings
@@ -85,6 +85,9 @@ def build_services(
         github_api=settings.github_api_url,
         google_api=settings.google_api_url,
         graph_api=settings.graph_api_url,
+        # The notes tools serve the local stack's notes server: only when it is configured
+        # and its provider is explicitly one of this deployment's.
+        notes_api=settings.notes_api_url if "notes" in settings.providers else None,
     )
     registry = ToolRegistry(tools)
     if settings.providers:
@@ -149,7 +152,14 @@ def _lone_surrogate_at(body: dict[str, Any]) -> str | None:
     return None
 
 
-def _parse(body: dict[str, Any], settings: Settings) -> tuple[str, list[Turn]] | JSONResponse:
+@dataclass(frozen=True)
+class _ChatRequest:
+    message: str
+    history: list[Turn]
+    confirm_action: str | None
+
+
+def _parse(body: dict[str, Any], settings: Settings) -> _ChatRequest | JSONResponse:
     bad_text = _lone_surrogate_at(body)
     if bad_text is not None:
         return _error(
@@ -158,12 +168,22 @@ def _parse(body: dict[str, Any], settings: Settings) -> tuple[str, list[Turn]] |
             "text must be valid Unicode: no unpaired surrogate escapes such as \\ud800",
             field=bad_text,
         )
-    unknown = set(body) - {"message", "history"}
+    unknown = set(body) - {"message", "history", "confirm_action"}
     if unknown:
         field = sorted(unknown)[0][:_FIELD_CHARS]
         return _error(400, "invalid_request", f"unknown field {field}", field=field)
-    message = body.get("message")
-    if not isinstance(message, str) or not message.strip():
+    confirm_action = body.get("confirm_action")
+    if confirm_action is not None and (
+        not isinstance(confirm_action, str) or ACTION_ID.fullmatch(confirm_action) is None
+    ):
+        return _error(
+            400,
+            "invalid_request",
+            "confirm_action must be an action id (1-128 letters, digits, _ or -)",
+            field="confirm_action",
+        )
+    message = body.get("message", "" if confirm_action is not None else None)
+    if not isinstance(message, str) or (confirm_action is None and not message.strip()):
         return _error(400, "invalid_request", "message must be a non-empty string", field="message")
     if len(message) > settings.max_message_chars:
         return _error(
@@ -205,7 +225,7 @@ def _parse(body: dict[str, Any], settings: Settings) -> tuple[str, list[Turn]] |
                 field=f"{where}.text",
             )
         history.append(Turn(role=role, text=text))
-    return message.strip(), history
+    return _ChatRequest(message.strip(), history, confirm_action)
 
 
 def create_app(settings: Settings, *, services: Services | None = None) -> Starlette:
@@ -241,15 +261,15 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
         parsed = _parse(body, settings)
         if isinstance(parsed, JSONResponse):
             return parsed
-        message, history = parsed
         request_id = str(request.scope.get("state", {}).get("request_id", "-"))
         try:
             result = await svc.chat.turn(
                 user=user,
                 user_token=token,
-                message=message,
-                history=history,
+                message=parsed.message,
+                history=parsed.history,
                 request_id=request_id,
+                confirm_action=parsed.confirm_action,
             )
         except ModelUnavailable:
             return _JSONResponse(
@@ -262,16 +282,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
             )
         except ModelError:
             return _error(502, "model_error", "The model refused the request.")
-        return _JSONResponse(
-            {
-                "reply": result.reply,
-                "model": result.model,
-                "tool_calls": result.tool_calls,
-                "authorization_required": result.authorization_required,
-                "pending_confirmation": result.pending_confirmation,
-            },
-            headers={"cache-control": "no-store"},
-        )
+        return _JSONResponse(result.as_json(), headers={"cache-control": "no-store"})
 
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "chat.html", media_type="text/html")

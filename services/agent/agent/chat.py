@@ -1,39 +1,74 @@
 """One chat turn: the model plans, this module runs the tools with per-call delegated tokens.
 
-Rules enforced here, whatever the model says:
+Rules enforced here, whatever the model or the client says:
 
 - a tool gets a token for the current user only, fetched from the binder for that one call;
   `consent_required` becomes an `authorization_required` item for the user, not an error;
-- tools that change data never run in the turn that proposes them: the reply carries a
-  pending-action marker, and only the user's next message, if it is an explicit
-  confirmation, runs exactly that action (the model cannot write a user turn, so a prompt
-  injection cannot confirm for the user);
+- a tool that changes data (any tool not declared read-only) never runs in the turn that
+  proposes it. Its checked arguments are registered with the binder as an *action*
+  (`approval_required` in the reply); the user approves or denies it in the browser, on the
+  binder's page, which accepts only the browser's own session: whoever holds the user's bearer
+  token (this agent, a prompt injection steering it) cannot approve. A later turn with
+  `confirm_action` runs exactly the stored arguments, with a token the binder hands out once
+  per approved action and only for the hash of those arguments; a retried confirmation gets
+  the recorded outcome, never a second call;
+- string arguments of a data-changing call may not hold Unicode format characters (bidi
+  controls, zero-width characters): they are refused, not stripped, so what the user approves
+  is what they see;
+- client-sent history carries text only: nothing in it can propose, approve or confirm an
+  action (old `[[pending-action:...]]` markers are removed and mean nothing);
 - what the model sees of a tool call is its result or error description, never a token.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import httpx2
 
-from agent.binder_client import BinderClient, BinderRefused, BinderUnavailable, ConsentNeeded
-from agent.tooling import Model, Tool, ToolError, ToolOutcome, ToolSpec, Turn
+from agent.binder_client import (
+    Action,
+    ActionRefused,
+    BinderClient,
+    BinderRefused,
+    BinderUnavailable,
+    ConsentNeeded,
+    ProviderToken,
+    arguments_sha256,
+)
+from agent.text import format_characters
+from agent.tooling import Model, Tool, ToolError, ToolOutcome, ToolSpec, Turn, upstream_status
 from svc_common.identity import VerifiedUser
-from svc_common.jsonbody import parse_object
 
 _audit = logging.getLogger("agent.audit")
+logger = logging.getLogger(__name__)
 
+# The pending-action markers earlier versions put in replies. They mean nothing now; they are
+# still removed from history and model text so that stale ones neither confuse the model nor
+# look like something to a reader.
 _MARKER = re.compile(r"\[\[pending-action:([A-Za-z0-9_-]{1,4000})\]\]")
-_TRAILING_MARKER = re.compile(r"\[\[pending-action:([A-Za-z0-9_-]{1,4000})\]\]\s*\Z")
-CONFIRM_WORDS = frozenset({"confirm", "yes", "yes, go ahead", "go ahead", "do it"})
-CANCEL_WORDS = frozenset({"cancel", "no", "stop"})
+
+_REFUSALS = {
+    "not_approved": "This action has not been approved yet. Open its approval page, review it "
+    "and approve it, then confirm it again.",
+    "denied": "This action was denied, so it will not run. Nothing was changed.",
+    "expired": "This action expired before it ran. Nothing was changed; ask again to propose "
+    "it anew.",
+    "arguments_changed": "This action's arguments do not match what was approved, so it was "
+    "refused. Nothing was changed.",
+    "unknown_action": "There is no such action of yours (it may have expired and been removed). "
+    "Nothing was changed.",
+    "unknown_tool": "This action names a tool this agent does not have. Nothing was changed.",
+    "not_an_action": "This action does not name a data-changing tool of this agent. Nothing "
+    "was changed.",
+    "invalid_arguments": "This action's arguments are not valid for its tool, so it was "
+    "refused. Nothing was changed.",
+}
 
 
 @dataclass
@@ -42,39 +77,51 @@ class ChatResult:
     model: str
     tool_calls: list[dict[str, str]] = field(default_factory=list)
     authorization_required: list[dict[str, Any]] = field(default_factory=list)
-    pending_confirmation: dict[str, str] | None = None
+    # A data-changing call registered with the binder, awaiting the user's approval:
+    # {"action_id", "approval_url", "expires_at", "action": {"tool", "provider", "arguments"}}.
+    approval_required: dict[str, Any] | None = None
+    # What a confirmation turn did: {"action_id", "tool", "provider", "status", "reason",
+    # "upstream_status", "summary", "replayed"}.
+    action_result: dict[str, Any] | None = None
 
-
-def _encode_action(tool: str, arguments: Mapping[str, Any]) -> str:
-    raw = json.dumps({"tool": tool, "arguments": arguments}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def _decode_action(token: str) -> tuple[str, dict[str, Any]] | None:
-    """The tool and arguments a marker names, or None if it is malformed.
-
-    Markers come back in the client's history, so they are parsed like a request body (depth
-    bounded, UTF-8 only, no NaN): a bare `json.loads` raised RecursionError, a 500.
-    """
-    try:
-        data = parse_object(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except ValueError:  # binascii.Error and BodyError are both ValueErrors
-        return None
-    if not isinstance(data.get("tool"), str):
-        return None
-    arguments = data.get("arguments")
-    return (data["tool"], arguments) if isinstance(arguments, dict) else None
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "reply": self.reply,
+            "model": self.model,
+            "tool_calls": self.tool_calls,
+            "authorization_required": self.authorization_required,
+            "approval_required": self.approval_required,
+            "action_result": self.action_result,
+        }
 
 
 def strip_markers(text: str) -> str:
-    """Remove marker-like text the model produced: only this module may write markers.
+    """Remove marker-like text (stale pending-action markers mean nothing any more).
 
-    Repeated until nothing changes (a nested `[[pending-[[pending-action:x]]action:y]]` must
-    not leave a marker behind), then any leftover fragment is defused."""
+    Repeated until nothing changes (a nested `[[pending-[[pending-action:x]]action:y]]` leaves
+    no marker behind), then any leftover fragment is defused."""
     previous = None
     while previous != text:
         previous, text = text, _MARKER.sub("", text)
     return text.replace("[[pending-action", "[[pending action").strip()
+
+
+def refuse_format_characters(arguments: Mapping[str, Any]) -> None:
+    """ToolError naming the argument and the code points if any string argument holds a Unicode
+    format character (category Cf). Applied to every data-changing call: such characters make
+    text read differently from what it is (a right-to-left override in a title, a zero-width
+    space in a repository name), so they are refused rather than passed on or stripped."""
+    for name, value in arguments.items():
+        if isinstance(value, str):
+            found = format_characters(value)
+            if found:
+                shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+                raise ToolError(
+                    "invalid_arguments",
+                    f"{str(name)[:64]!r} contains invisible Unicode format characters ({shown}), "
+                    "which can make text look different from what it is; an action that "
+                    "changes data may not contain them. Remove them and try again.",
+                )
 
 
 @dataclass
@@ -85,7 +132,6 @@ class _Context:
     user_token: str
     request_id: str
     result: ChatResult
-    proposals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 class ChatService:
@@ -96,11 +142,15 @@ class ChatService:
         binder: BinderClient,
         model: Model,
         http: httpx2.AsyncClient,
+        result_wait_seconds: float = 10.0,
     ) -> None:
         self._registry = registry
         self._binder = binder
         self._model = model
         self._http = http
+        # How long a confirmation that lost the race to a concurrent one waits for the winner's
+        # outcome before saying the action is still running.
+        self._result_wait = result_wait_seconds
 
     async def turn(
         self,
@@ -110,6 +160,7 @@ class ChatService:
         message: str,
         history: Sequence[Turn],
         request_id: str,
+        confirm_action: str | None = None,
     ) -> ChatResult:
         ctx = _Context(
             user=user,
@@ -117,19 +168,15 @@ class ChatService:
             request_id=request_id,
             result=ChatResult(reply="", model=self._model.name),
         )
-        result = ctx.result
-        pending = _last_pending(history)
-        normalized = message.strip().lower().rstrip(".!")
-        if pending is not None and normalized in CONFIRM_WORDS:
-            return await self._confirmed(pending, ctx)
-        if pending is not None and normalized in CANCEL_WORDS:
-            result.reply = "Cancelled: nothing was changed."
-            return result
+        if confirm_action is not None:
+            # The confirmation turn: the model is not asked, the message (if any) is only the
+            # user's line in their transcript.
+            await self._confirm(confirm_action, ctx)
+            return ctx.result
 
         async def execute(name: str, arguments: Mapping[str, Any]) -> ToolOutcome:
             return await self._execute(name, arguments, ctx)
 
-        # The model needs no markers: they are this module's bookkeeping, not conversation.
         model_history = [Turn(role=t.role, text=strip_markers(t.text)) for t in history]
         reply = await self._model.respond(
             history=model_history,
@@ -137,36 +184,20 @@ class ChatService:
             tools=self._registry.specs(),
             execute=execute,
         )
+        result = ctx.result
         result.reply = strip_markers(reply.text)
-        if ctx.proposals:
-            tool_name, arguments = ctx.proposals[0]
-            description = self._registry.get(tool_name).describe(arguments)
-            result.pending_confirmation = {"description": description, "confirm_text": "confirm"}
+        proposal = result.approval_required
+        if proposal is not None:
+            action = proposal["action"]
+            description = _safe_describe(self._registry, action["tool"], action["arguments"])
             result.reply = (
-                f'{result.reply}\n\nThis would {description}. Reply "confirm" to go ahead, or '
-                f'"cancel".\n[[pending-action:{_encode_action(tool_name, arguments)}]]'
+                f"{result.reply}\n\nApproval needed: this would {description} "
+                f"({action['tool']} on {action['provider']}). Nothing has run. Review every "
+                f"argument and approve or deny it in your browser: {proposal['approval_url']}"
             ).strip()
         return result
 
-    async def _confirmed(self, pending: tuple[str, dict[str, Any]], ctx: _Context) -> ChatResult:
-        name, arguments = pending
-        result = ctx.result
-        resolved = self._resolve(name, arguments, ctx)
-        outcome = resolved if isinstance(resolved, ToolOutcome) else await self._run(*resolved, ctx)
-        description = _safe_describe(self._registry, name, arguments)
-        if outcome.status == "ok":
-            link = outcome.content.get("html_url")
-            result.reply = f"Done: {description}." + (f" {link}" if link else "")
-        elif outcome.status == "authorization_required":
-            result.reply = (
-                f"I need your permission to use {outcome.provider} first. Use the Connect "
-                "button, then confirm again."
-            )
-            result.reply += f"\n[[pending-action:{_encode_action(name, arguments)}]]"
-            result.pending_confirmation = {"description": description, "confirm_text": "confirm"}
-        else:
-            result.reply = f"That did not work: {outcome.content.get('message', 'error')}"
-        return result
+    # ---------------------------------------------------------------- the model's tool calls
 
     def _resolve(
         self, name: str, arguments: Mapping[str, Any], ctx: _Context
@@ -182,32 +213,264 @@ class ChatService:
                 content={"error": "unknown_tool", "message": f"no tool named {name[:64]}"},
             )
         try:
-            return tool, tool.validate(arguments)
+            checked = tool.validate(arguments)
+            if tool.spec.needs_approval:
+                refuse_format_characters(checked)
         except ToolError as exc:
             return self._failed(tool.spec, exc, ctx)
+        return tool, checked
 
     async def _execute(self, name: str, arguments: Mapping[str, Any], ctx: _Context) -> ToolOutcome:
+        """A tool call the model asked for: read-only tools run, others are only proposed."""
         resolved = self._resolve(name, arguments, ctx)
         if isinstance(resolved, ToolOutcome):
             return resolved
         tool, checked = resolved
-        if not tool.spec.mutating:
-            return await self._run(tool, checked, ctx)
-        ctx.proposals.append((tool.spec.name, checked))
-        self._record(tool.spec, "confirmation_required", ctx)
+        if tool.spec.needs_approval:
+            return await self._propose(tool, checked, ctx)
+        grant = await self._token(tool.spec, ctx)
+        if isinstance(grant, ToolOutcome):
+            return grant
+        return await self._invoke(tool, checked, grant, ctx, action=None)
+
+    async def _propose(self, tool: Tool, checked: dict[str, Any], ctx: _Context) -> ToolOutcome:
+        """Register a data-changing call with the binder for the user's approval; run nothing."""
+        spec = tool.spec
+        if ctx.result.approval_required is not None:
+            return self._failed(
+                spec,
+                ToolError(
+                    "too_many_actions",
+                    "Only one data-changing action can await approval per turn; one already "
+                    "does. Propose the next one after the user has dealt with it.",
+                ),
+                ctx,
+            )
+        digest = arguments_sha256(checked)
+        try:
+            proposal = await self._binder.propose_action(
+                ctx.user_token,
+                provider=spec.provider,
+                tool=spec.name,
+                arguments=checked,
+                turn_id=ctx.request_id,
+                request_id=ctx.request_id,
+            )
+        except BinderUnavailable as exc:
+            error = (
+                ToolError(
+                    "rate_limited",
+                    "Too many actions are waiting for the user's approval: they must approve "
+                    "or deny those first.",
+                )
+                if exc.code == "binder_429"
+                else ToolError(
+                    "unavailable",
+                    "The token service is temporarily unavailable; try again in a moment.",
+                )
+            )
+            return self._failed(spec, error, ctx)
+        except BinderRefused as exc:
+            refused = ToolError("provider_error", f"the action was not registered ({exc.code})")
+            return self._failed(spec, refused, ctx)
+        if proposal.arguments_sha256 != digest:
+            # Two canonical forms of the same arguments: the approval could never be used.
+            logger.warning("binder hashed the arguments differently", extra={"fields": {}})
+            mismatch = ToolError("provider_error", "the action was registered inconsistently")
+            return self._failed(spec, mismatch, ctx)
+        ctx.result.approval_required = {
+            "action_id": proposal.action_id,
+            "approval_url": proposal.approval_url,
+            "expires_at": proposal.expires_at,
+            "action": {"tool": spec.name, "provider": spec.provider, "arguments": checked},
+        }
+        self._record(
+            spec, "approval_required", ctx, action_id=proposal.action_id, arguments_sha256=digest
+        )
         return ToolOutcome(
-            tool=tool.spec.name,
-            provider=tool.spec.provider,
-            status="confirmation_required",
+            tool=spec.name,
+            provider=spec.provider,
+            status="approval_required",
             content={
-                "status": "confirmation_required",
-                "message": "This action changes data. It has been shown to the user, who "
-                f"must confirm it before it runs: {tool.describe(checked)}.",
+                "status": "approval_required",
+                "message": "This action changes data, so it has not run. It was shown to the "
+                "user, who must review and approve it in their browser; do not claim it has "
+                f"been done. Proposed: {tool.describe(checked)}.",
             },
         )
 
-    async def _run(self, tool: Tool, checked: dict[str, Any], ctx: _Context) -> ToolOutcome:
+    # ---------------------------------------------------------------- the confirmation turn
+
+    async def _confirm(self, action_id: str, ctx: _Context) -> None:
+        """Run one approved action, exactly as stored, at most once (see the module doc)."""
+        try:
+            action = await self._binder.get_action(
+                ctx.user_token, action_id, request_id=ctx.request_id
+            )
+        except BinderUnavailable:
+            self._unavailable(action_id, ctx)
+            return
+        except (BinderRefused, ValueError):
+            action = None
+        if action is None:
+            self._refuse(action_id, "unknown_action", ctx)
+            return
+        try:
+            tool: Tool = self._registry.get(action.tool)
+        except KeyError:
+            self._refuse(action_id, "unknown_tool", ctx, action=action)
+            return
         spec = tool.spec
+        if spec.provider != action.provider or not spec.needs_approval:
+            self._refuse(action_id, "not_an_action", ctx, action=action)
+            return
+        try:
+            checked = tool.validate(action.arguments)
+            refuse_format_characters(checked)
+        except ToolError:
+            self._refuse(action_id, "invalid_arguments", ctx, action=action)
+            return
+        if checked != action.arguments:
+            # Defaults filled in now would run something the user was not shown.
+            self._refuse(action_id, "invalid_arguments", ctx, action=action)
+            return
+        digest = arguments_sha256(action.arguments)
+        try:
+            answer = await self._binder.action_token(
+                ctx.user_token,
+                action.action_id,
+                arguments_sha256=digest,
+                provider=spec.provider,
+                scopes=spec.scopes,
+                request_id=ctx.request_id,
+            )
+        except BinderUnavailable:
+            self._unavailable(action_id, ctx, action=action)
+            return
+        except BinderRefused as exc:
+            self._refuse(action_id, exc.code, ctx, action=action)
+            return
+        if isinstance(answer, ActionRefused):
+            if answer.reason == "already_executed":
+                await self._replay(action, answer, ctx)
+            else:
+                self._refuse(action_id, answer.reason, ctx, action=action)
+            return
+        if isinstance(answer, ConsentNeeded):
+            self._consent(spec, answer, ctx, action_id=action.action_id)
+            self._set_outcome(ctx, action, "authorization_required")
+            ctx.result.reply = (
+                f"I need your permission to use {spec.provider} first. Use the Connect button, "
+                "then confirm the action again."
+            )
+            return
+        outcome = await self._invoke(tool, checked, answer, ctx, action=action)
+        status = "succeeded" if outcome.status == "ok" else "failed"
+        summary = _summary(self._registry, action, outcome)
+        upstream = upstream_status.get()
+        try:
+            await self._binder.action_result(
+                ctx.user_token,
+                action.action_id,
+                status=status,
+                upstream_status=upstream,
+                summary=summary,
+                request_id=ctx.request_id,
+            )
+        except (BinderUnavailable, BinderRefused) as exc:
+            # The call ran; only the record is missing. A retry then says "still running".
+            logger.warning(
+                "action result not recorded",
+                extra={"fields": {"action_id": action.action_id, "error": str(exc)[:64]}},
+            )
+        self._set_outcome(ctx, action, status, upstream_status=upstream, summary=summary)
+        ctx.result.reply = summary
+
+    async def _replay(self, action: Action, answer: ActionRefused, ctx: _Context) -> None:
+        """The action already ran (or is running, for a concurrent confirmation): report its
+        recorded outcome, waiting a little for it if it is not recorded yet."""
+        stored = answer.result
+        deadline = anyio.current_time() + self._result_wait
+        while stored is None and anyio.current_time() < deadline:
+            await anyio.sleep(0.1)
+            try:
+                current = await self._binder.get_action(
+                    ctx.user_token, action.action_id, request_id=ctx.request_id
+                )
+            except (BinderUnavailable, BinderRefused):
+                continue
+            if current is None or current.status not in ("executing", "done"):
+                break
+            stored = current.result
+        self._audit_action(action, "replayed" if stored else "in_progress", ctx)
+        if stored is None:
+            self._set_outcome(ctx, action, "in_progress", replayed=True)
+            ctx.result.reply = (
+                "This action is running now (an approved action runs only once). Confirm it "
+                "again in a moment to see its outcome."
+            )
+            return
+        status = stored.get("status")
+        summary = stored.get("summary")
+        upstream = stored.get("upstream_status")
+        self._set_outcome(
+            ctx,
+            action,
+            status if status in ("succeeded", "failed") else "failed",
+            upstream_status=upstream if isinstance(upstream, int) else None,
+            summary=summary if isinstance(summary, str) else "",
+            replayed=True,
+        )
+        ctx.result.reply = (
+            "This action has already run (an approved action runs only once). Its outcome: "
+            f"{summary if isinstance(summary, str) and summary else status}"
+        )
+
+    def _refuse(
+        self, action_id: str, reason: str, ctx: _Context, *, action: Action | None = None
+    ) -> None:
+        known = reason if reason in _REFUSALS else "refused"
+        self._audit_action(action, "refused", ctx, action_id=action_id, reason=known)
+        self._set_outcome(ctx, action, "refused", action_id=action_id, reason=known)
+        ctx.result.reply = _REFUSALS.get(
+            known, f"This action was refused ({reason[:64]}). Nothing was changed."
+        )
+
+    def _unavailable(self, action_id: str, ctx: _Context, *, action: Action | None = None) -> None:
+        self._audit_action(action, "error", ctx, action_id=action_id, reason="unavailable")
+        self._set_outcome(ctx, action, "unavailable", action_id=action_id)
+        ctx.result.reply = (
+            "The token service is temporarily unavailable, so the action did not run. Confirm "
+            "it again in a moment."
+        )
+
+    def _set_outcome(
+        self,
+        ctx: _Context,
+        action: Action | None,
+        status: str,
+        *,
+        action_id: str = "",
+        reason: str | None = None,
+        upstream_status: int | None = None,
+        summary: str = "",
+        replayed: bool = False,
+    ) -> None:
+        ctx.result.action_result = {
+            "action_id": action.action_id if action else action_id,
+            "tool": action.tool if action else None,
+            "provider": action.provider if action else None,
+            "status": status,
+            "reason": reason,
+            "upstream_status": upstream_status,
+            "summary": summary,
+            "replayed": replayed,
+        }
+
+    # ---------------------------------------------------------------- tokens and tool runs
+
+    async def _token(self, spec: ToolSpec, ctx: _Context) -> ProviderToken | ToolOutcome:
+        """A token for a read-only call, or the outcome that stands in for the call."""
         try:
             grant = await self._binder.token(
                 ctx.user_token,
@@ -225,65 +488,119 @@ class ChatService:
             refused = ToolError("provider_error", f"token request refused ({exc.code})")
             return self._failed(spec, refused, ctx)
         if isinstance(grant, ConsentNeeded):
-            item = grant.item()
-            asked = ctx.result.authorization_required
-            if all(a["session_id"] != item["session_id"] for a in asked):
-                asked.append(item)
-            self._record(spec, "authorization_required", ctx)
-            return ToolOutcome(
-                tool=spec.name,
-                provider=spec.provider,
-                status="authorization_required",
-                content={
-                    "status": "authorization_required",
-                    "message": f"The user has not granted access to {spec.provider} yet "
-                    f"({grant.reason}); they were shown a Connect button.",
-                },
-                authorization=item,
-            )
+            return self._consent(spec, grant, ctx)
+        return grant
+
+    def _consent(
+        self, spec: ToolSpec, grant: ConsentNeeded, ctx: _Context, *, action_id: str | None = None
+    ) -> ToolOutcome:
+        item = grant.item()
+        asked = ctx.result.authorization_required
+        if all(a["session_id"] != item["session_id"] for a in asked):
+            asked.append(item)
+        self._record(spec, "authorization_required", ctx, action_id=action_id)
+        return ToolOutcome(
+            tool=spec.name,
+            provider=spec.provider,
+            status="authorization_required",
+            content={
+                "status": "authorization_required",
+                "message": f"The user has not granted access to {spec.provider} yet "
+                f"({grant.reason}); they were shown a Connect button.",
+            },
+            authorization=item,
+        )
+
+    async def _invoke(
+        self,
+        tool: Tool,
+        checked: dict[str, Any],
+        grant: ProviderToken,
+        ctx: _Context,
+        *,
+        action: Action | None,
+    ) -> ToolOutcome:
+        """The only place a tool runs. A data-changing tool runs only with the approved action
+        whose token the binder handed out for it (the confirmation turn)."""
+        spec = tool.spec
+        if spec.needs_approval and (action is None or action.tool != spec.name):
+            refused = ToolError("approval_required", "a data-changing tool runs only when approved")
+            return self._failed(spec, refused, ctx)
+        action_id = action.action_id if action else None
+        upstream_status.set(None)
         try:
             content = await tool.run(checked, token=grant.access_token, http=self._http)
         except ToolError as exc:
-            return self._failed(spec, exc, ctx)
-        self._record(spec, "ok", ctx)
+            return self._failed(spec, exc, ctx, action_id=action_id)
+        self._record(spec, "ok", ctx, action_id=action_id)
         return ToolOutcome(tool=spec.name, provider=spec.provider, status="ok", content=content)
 
-    def _failed(self, spec: ToolSpec, exc: ToolError, ctx: _Context) -> ToolOutcome:
+    # ---------------------------------------------------------------- results and audit
+
+    def _failed(
+        self, spec: ToolSpec, exc: ToolError, ctx: _Context, *, action_id: str | None = None
+    ) -> ToolOutcome:
         content: dict[str, Any] = {"error": exc.kind, "message": exc.message}
         if exc.retry_at:
             content["retry_at"] = exc.retry_at
-        self._record(spec, "error", ctx, reason=exc.kind)
+        self._record(spec, "error", ctx, reason=exc.kind, action_id=action_id)
         return ToolOutcome(tool=spec.name, provider=spec.provider, status="error", content=content)
 
     def _record(
-        self, spec: ToolSpec, status: str, ctx: _Context, *, reason: str | None = None
+        self,
+        spec: ToolSpec,
+        status: str,
+        ctx: _Context,
+        *,
+        reason: str | None = None,
+        action_id: str | None = None,
+        arguments_sha256: str | None = None,
     ) -> None:
         """The tool call in the reply, and its audit line."""
         ctx.result.tool_calls.append(
             {"tool": spec.name, "provider": spec.provider, "status": status}
         )
-        fields: dict[str, Any] = {
+        self._audit(
+            ctx,
+            tool=spec.name,
+            provider=spec.provider,
+            scopes=list(spec.scopes),
+            outcome=status,
+            reason=reason,
+            action_id=action_id,
+            arguments_sha256=arguments_sha256,
+        )
+
+    def _audit_action(
+        self,
+        action: Action | None,
+        outcome: str,
+        ctx: _Context,
+        *,
+        action_id: str = "",
+        reason: str | None = None,
+    ) -> None:
+        """An audit line for a confirmation that ran no tool (refused, replayed, unavailable)."""
+        self._audit(
+            ctx,
+            tool=action.tool if action else None,
+            provider=action.provider if action else None,
+            scopes=None,
+            outcome=outcome,
+            reason=reason,
+            action_id=action.action_id if action else action_id,
+            arguments_sha256=action.arguments_sha256 if action else None,
+        )
+
+    def _audit(self, ctx: _Context, **fields: Any) -> None:
+        """One `tool_call` audit line: names, outcome and ids, never argument values or tokens."""
+        line: dict[str, Any] = {
             "audit": "tool_call",
             "user_hash": ctx.user.user_hash,
-            "tool": spec.name,
-            "provider": spec.provider,
-            "scopes": list(spec.scopes),
-            "outcome": status,
             "request_id": ctx.request_id,
         }
-        if reason:
-            fields["reason"] = reason
-        _audit.info("tool_call", extra={"fields": fields})
-
-
-def _last_pending(history: Sequence[Turn]) -> tuple[str, dict[str, Any]] | None:
-    """The pending action of the last assistant turn, if it ends with one."""
-    for turn in reversed(history):
-        if turn.role == "assistant":
-            # Only a marker this module appended: the last thing in the turn.
-            match = _TRAILING_MARKER.search(turn.text)
-            return _decode_action(match.group(1)) if match else None
-    return None
+        line.update({key: value for key, value in fields.items() if value is not None})
+        _audit.info("tool_call", extra={"fields": line})
 
 
 def _safe_describe(registry: Any, name: str, arguments: Mapping[str, Any]) -> str:
@@ -291,3 +608,18 @@ def _safe_describe(registry: Any, name: str, arguments: Mapping[str, Any]) -> st
         return str(registry.get(name).describe(arguments))
     except (KeyError, ToolError):
         return name
+
+
+def _summary(registry: Any, action: Action, outcome: ToolOutcome) -> str:
+    """What the user is told, and the binder records, about one run of an action."""
+    description = _safe_describe(registry, action.tool, action.arguments)
+    if outcome.status == "ok":
+        link = outcome.content.get("html_url")
+        ident = outcome.content.get("id")
+        text = f"Done: {description}."
+        if isinstance(link, str) and link:
+            text += f" {link}"
+        elif isinstance(ident, str | int) and not isinstance(ident, bool):
+            text += f" (id {ident})"
+        return text[:2000]
+    return f"That did not work ({description}): {outcome.content.get('message', 'error')}"[:2000]

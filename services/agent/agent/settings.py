@@ -40,6 +40,9 @@ class Settings:
     github_api_url: str = "https://api.github.com"
     google_api_url: str = "https://www.googleapis.com"
     graph_api_url: str = "https://graph.microsoft.com"
+    # The local notes resource server (devstack); its tools exist only when this is set and
+    # "notes" is in AGENT_PROVIDERS.
+    notes_api_url: str | None = None
     allow_insecure_loopback: bool = False
     http_timeout_seconds: int = 10
     max_body_bytes: int = 65536
@@ -106,6 +109,9 @@ class Settings:
             github_api_url=api_url("GITHUB_API_URL", "https://api.github.com"),
             google_api_url=api_url("GOOGLE_API_URL", "https://www.googleapis.com"),
             graph_api_url=api_url("GRAPH_API_URL", "https://graph.microsoft.com"),
+            notes_api_url=(
+                api_url("NOTES_API_URL", "") if env.get("NOTES_API_URL", "").strip() else None
+            ),
             allow_insecure_loopback=insecure,
             http_timeout_seconds=env_int(env, "HTTP_TIMEOUT_SECONDS", 10, low=1, high=60),
         )

@@ -10,6 +10,7 @@ from elsewhere (a model, a provider's API) gets U+FFFD instead, as a browser's T
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Final
 
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
@@ -24,3 +25,17 @@ def has_lone_surrogate(text: str) -> bool:
 def replace_lone_surrogates(text: str) -> str:
     """`text` with every lone surrogate replaced by U+FFFD (unchanged, and cheap, otherwise)."""
     return _LONE_SURROGATE.sub(REPLACEMENT, text) if has_lone_surrogate(text) else text
+
+
+def format_characters(text: str) -> list[str]:
+    """The Unicode format characters (category Cf: bidi controls, zero-width characters, tags)
+    in `text`, as "U+XXXX", in order of appearance, each once.
+
+    They are invisible, and some reorder or hide the text around them: a title that reads one
+    way on screen can say another thing to the provider.
+    """
+    seen: dict[str, None] = {}
+    for char in text:
+        if unicodedata.category(char) == "Cf":
+            seen.setdefault(f"U+{ord(char):04X}", None)
+    return list(seen)

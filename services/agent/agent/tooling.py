@@ -6,19 +6,26 @@
   calls `Execute`, which returns a `ToolOutcome` whose `content` is what the model may see:
   API results, never tokens.
 - The orchestrator (chat.py) gets tokens from the binder per call, turns `consent_required`
-  into an `authorization_required` item, and holds back tools that change data until the user
-  confirms them in a separate turn.
+  into an `authorization_required` item, and never runs a tool that changes data in the turn
+  that proposes it: it registers the call with the binder, the user approves it in the browser,
+  and only a later confirmation turn runs exactly that call, once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import httpx2
 
-Status = Literal["ok", "error", "authorization_required", "confirmation_required"]
+Status = Literal["ok", "error", "authorization_required", "approval_required"]
+
+# The HTTP status of the last answer a provider's API gave in this task (set by the tools'
+# HTTP layer, read by the orchestrator for the action record): a context variable, so
+# concurrent requests served by one tool instance never see each other's.
+upstream_status: ContextVar[int | None] = ContextVar("upstream_status", default=None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,7 +35,14 @@ class ToolSpec:
     input_schema: Mapping[str, Any]  # JSON Schema, type "object"
     provider: str  # the binder's provider name whose token the tool needs
     scopes: tuple[str, ...]  # scopes the tool needs
-    mutating: bool = False  # changes data: runs only after an explicit user confirmation
+    # Whether the tool changes data. Only an explicit False makes a tool read-only: a tool that
+    # does not say (None) is treated as changing data, so it runs only through an approval.
+    changes_data: bool | None = None
+
+    @property
+    def needs_approval(self) -> bool:
+        """Runs only as an action the user approved in the browser (see chat.py)."""
+        return self.changes_data is not False
 
 
 class ToolError(Exception):

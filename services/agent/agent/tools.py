@@ -38,7 +38,7 @@ from urllib.parse import quote, urlsplit
 import httpx2
 
 from agent.text import has_lone_surrogate, replace_lone_surrogates
-from agent.tooling import Tool, ToolError, ToolSpec
+from agent.tooling import Tool, ToolError, ToolSpec, upstream_status
 
 __all__ = [
     "GithubCreateIssue",
@@ -47,6 +47,8 @@ __all__ = [
     "GoogleCalendarUpcoming",
     "MicrosoftMailSubjects",
     "MicrosoftMe",
+    "NotesCreate",
+    "NotesList",
     "OidcWhoami",
     "ToolRegistry",
     "check_input_schema",
@@ -59,6 +61,9 @@ logger = logging.getLogger(__name__)
 GITHUB_API: Final = "https://api.github.com"
 GOOGLE_API: Final = "https://www.googleapis.com"
 GRAPH_API: Final = "https://graph.microsoft.com"
+# The local notes server's scopes (devstack): reading and writing are separate grants.
+NOTES_READ_SCOPES: Final = ("openid", "notes:read")
+NOTES_WRITE_SCOPES: Final = ("openid", "notes:write")
 
 USER_AGENT: Final = "secure-agents-on-ecs-agent/0.1"
 GITHUB_API_VERSION: Final = "2022-11-28"
@@ -472,6 +477,7 @@ class _Api:
             )
             raise
         status = response.status_code
+        upstream_status.set(status)
         fields = {
             "tool": spec.name,
             "provider": spec.provider,
@@ -669,6 +675,7 @@ class GithubWhoami(_BaseTool):
             input_schema={"type": "object", "properties": {}, "additionalProperties": False},
             provider="github",
             scopes=("read:user",),
+            changes_data=False,
         )
 
     def describe(self, arguments: Mapping[str, Any]) -> str:
@@ -729,6 +736,7 @@ class GithubListRepositories(_BaseTool):
             },
             provider="github",
             scopes=("repo",),
+            changes_data=False,
         )
 
     def describe(self, arguments: Mapping[str, Any]) -> str:
@@ -773,8 +781,9 @@ class GithubCreateIssue(_BaseTool):
         self.spec = ToolSpec(
             name="github_create_issue",
             description=(
-                "Create an issue in a GitHub repository the user can access. Changes data: the "
-                "user is asked to confirm first. Returns the issue number, URL and title."
+                "Create an issue in a GitHub repository the user can access. Changes data: it "
+                "runs only after the user approves it in the browser. Returns the issue number, "
+                "URL and title."
             ),
             input_schema={
                 "type": "object",
@@ -804,7 +813,7 @@ class GithubCreateIssue(_BaseTool):
             },
             provider="github",
             scopes=("repo",),
-            mutating=True,
+            changes_data=True,
         )
 
     def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
@@ -880,6 +889,7 @@ class OidcWhoami(_BaseTool):
             input_schema={"type": "object", "properties": {}, "additionalProperties": False},
             provider=provider,
             scopes=("openid", "profile"),
+            changes_data=False,
         )
 
     def describe(self, arguments: Mapping[str, Any]) -> str:
@@ -940,6 +950,7 @@ class GoogleCalendarUpcoming(_BaseTool):
             },
             provider="google",
             scopes=("https://www.googleapis.com/auth/calendar.readonly",),
+            changes_data=False,
         )
 
     def describe(self, arguments: Mapping[str, Any]) -> str:
@@ -999,6 +1010,7 @@ class MicrosoftMe(_BaseTool):
             input_schema={"type": "object", "properties": {}, "additionalProperties": False},
             provider="microsoft",
             scopes=("User.Read",),
+            changes_data=False,
         )
 
     def describe(self, arguments: Mapping[str, Any]) -> str:
@@ -1053,6 +1065,7 @@ class MicrosoftMailSubjects(_BaseTool):
             },
             provider="microsoft",
             scopes=("Mail.Read",),
+            changes_data=False,
         )
 
     def describe(self, arguments: Mapping[str, Any]) -> str:
@@ -1085,6 +1098,147 @@ class MicrosoftMailSubjects(_BaseTool):
                 }
             )
         return self._finish({"messages": messages}, token)
+
+
+def _notes_api(base_url: str) -> _Api:
+    return _Api(
+        label="Notes",
+        base_url=_check_base_url(base_url, "the notes API URL"),
+        headers={"Accept": "application/json"},
+    )
+
+
+def _note(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": _text(item.get("id")) if isinstance(item.get("id"), str) else _int(item.get("id")),
+        "title": _text(item.get("title")),
+        "body": _text(item.get("body")),
+        "created_at": _text(item.get("created_at")),
+    }
+
+
+class NotesList(_BaseTool):
+    """GET {NOTES_API_URL}/notes -> {"notes": [{"id", "title", "body", "created_at"}]}.
+
+    The local stack's notes resource server (devstack), protected by the local OIDC provider's
+    access tokens: the agent's read tool for the approval story.
+    """
+
+    def __init__(self, *, api_base: str) -> None:
+        self._api = _notes_api(api_base)
+        self.spec = ToolSpec(
+            name="notes_list",
+            description=(
+                "List the user's notes (id, title, body, creation time), as the notes service "
+                "returns them."
+            ),
+            input_schema={
+                "type": "object",
+                "properties": {
+                    "limit": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 50,
+                        "default": 20,
+                        "description": "How many notes to return (1-50, default 20).",
+                    },
+                },
+                "additionalProperties": False,
+            },
+            provider="notes",
+            scopes=NOTES_READ_SCOPES,
+            changes_data=False,
+        )
+
+    def describe(self, arguments: Mapping[str, Any]) -> str:
+        return "list your notes"
+
+    async def run(
+        self, arguments: Mapping[str, Any], *, token: str, http: httpx2.AsyncClient
+    ) -> dict[str, Any]:
+        limit: int = self.validate(arguments)["limit"]
+        data = await self._api.call(
+            self.spec, http, "GET", f"{self._api.base_url}/notes", token=token
+        )
+        items = _mapping(data).get("notes")
+        if not isinstance(items, list):
+            raise _shape_error(self._api)
+        notes = [_note(item) for item in (_mapping(item) for item in items[:limit])]
+        return self._finish({"notes": notes}, token)
+
+
+class NotesCreate(_BaseTool):
+    """POST {NOTES_API_URL}/notes with {"title", "body"} -> 201 {"id", ...}.
+
+    Changes data: it runs only as an action the user approved in the browser.
+    """
+
+    def __init__(self, *, api_base: str) -> None:
+        self._api = _notes_api(api_base)
+        self.spec = ToolSpec(
+            name="notes_create",
+            description=(
+                "Create a note with a title and a body. Changes data: it runs only after the "
+                "user approves it in the browser. Returns the new note's id."
+            ),
+            input_schema={
+                "type": "object",
+                "properties": {
+                    "title": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 200,
+                        "description": "The note's title (one line).",
+                    },
+                    "body": {
+                        "type": "string",
+                        "minLength": 0,
+                        "maxLength": 10000,
+                        "default": "",
+                        "description": "The note's text (optional).",
+                    },
+                },
+                "required": ["title"],
+                "additionalProperties": False,
+            },
+            provider="notes",
+            scopes=NOTES_WRITE_SCOPES,
+            changes_data=True,
+        )
+
+    def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        args = super().validate(arguments)
+        if not args["title"].strip():
+            raise _invalid('"title" must not be blank')
+        if _CONTROL_RE.search(args["title"]):
+            raise _invalid('"title" must be a single line without control characters')
+        if _BODY_CONTROL_RE.search(args["body"]):
+            raise _invalid('"body" must not contain control characters')
+        return args
+
+    def describe(self, arguments: Mapping[str, Any]) -> str:
+        args = self.validate(arguments)
+        return f"create a note titled {json.dumps(args['title'], ensure_ascii=True)}"
+
+    async def run(
+        self, arguments: Mapping[str, Any], *, token: str, http: httpx2.AsyncClient
+    ) -> dict[str, Any]:
+        args = self.validate(arguments)
+        data = await self._api.call(
+            self.spec,
+            http,
+            "POST",
+            f"{self._api.base_url}/notes",
+            token=token,
+            json_body={"title": args["title"], "body": args["body"]},
+            expect=(200, 201),
+        )
+        if not isinstance(data, Mapping):
+            raise _shape_error(self._api)
+        note = _note(data)
+        return self._finish(
+            {"id": note["id"], "title": note["title"], "created_at": note["created_at"]}, token
+        )
 
 
 # ------------------------------------------------------------------------------------ registry
@@ -1135,8 +1289,10 @@ def default_tools(
     github_api: str = GITHUB_API,
     google_api: str = GOOGLE_API,
     graph_api: str = GRAPH_API,
+    notes_api: str | None = None,
 ) -> list[Tool]:
-    """The built-in tools plus one OidcWhoami per entry of ``oidc_userinfo`` (name -> URL)."""
+    """The built-in tools, the notes tools when ``notes_api`` is given, plus one OidcWhoami per
+    entry of ``oidc_userinfo`` (name -> URL)."""
     tools: list[Tool] = [
         GithubWhoami(api_base=github_api),
         GithubListRepositories(api_base=github_api),
@@ -1145,6 +1301,8 @@ def default_tools(
         MicrosoftMe(api_base=graph_api),
         MicrosoftMailSubjects(api_base=graph_api),
     ]
+    if notes_api is not None:
+        tools += [NotesList(api_base=notes_api), NotesCreate(api_base=notes_api)]
     builtin = {tool.spec.name for tool in tools}
     for provider, endpoint in oidc_userinfo.items():
         tool = OidcWhoami(provider, endpoint)
