@@ -1,4 +1,4 @@
-"""Lone surrogates: the one kind of Python string that cannot be encoded as UTF-8.
+"""Text checks: lone surrogates (which UTF-8 cannot encode) and invisible format characters.
 
 `json.loads` turns an escaped surrogate half ("\\ud800") into a lone surrogate code point; a
 matched pair becomes one ordinary character, so any surrogate left in a string is unpaired.

@@ -5,7 +5,11 @@
  * - every piece of server or model text goes into the DOM through textContent (never innerHTML):
  *   replies can carry text from third-party APIs;
  * - the page handles no credentials: the ALB session cookie goes along with same-origin fetches;
- * - an authorization URL is opened only if it resolves to this page's own origin.
+ * - an authorization URL is opened only if it resolves to this page's own origin;
+ * - an action that changes data is shown field by field, every argument complete, with invisible
+ *   Unicode format characters made visible (\uXXXX). Approve and Deny post to the binder's
+ *   approval page (same origin, the browser's own session: the agent cannot approve for the
+ *   user); only then does the page send the confirmation turn with the action's id.
  */
 "use strict";
 
@@ -17,8 +21,10 @@
   const MAX_BODY_BYTES = 60000; // the service refuses bodies over 64 KiB: stay under it
   const MAX_STORED_ENTRIES = 200; // kept in sessionStorage
   const SESSION_EXPIRED = "Your session has expired — reload the page to sign in again.";
-  const MARKER = /\[\[pending-action:[A-Za-z0-9_-]+\]\]/g;
-  const TRAILING_MARKER = /\n?\[\[pending-action:[A-Za-z0-9_-]+\]\]\s*$/;
+  const ACTION_ID = /^[A-Za-z0-9_-]{1,128}$/;
+  // Characters shown as escapes in an action's fields: Unicode format characters (bidi
+  // controls, zero-width characters, tags) and control characters other than tab and newlines.
+  const INVISIBLE = /[\p{Cf}\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/gu;
 
   const REASONS = {
     no_connection: "not connected yet",
@@ -37,7 +43,7 @@
     ok: "ok",
     error: "error",
     authorization_required: "needs connection",
-    confirmation_required: "awaiting confirmation",
+    approval_required: "awaiting approval",
   };
 
   const $ = (id) => document.getElementById(id);
@@ -90,8 +96,8 @@
     return words ? words.charAt(0).toUpperCase() + words.slice(1) : "account";
   }
 
-  /** Reply text as shown: without the server's pending-action markers (kept for history). */
-  const displayText = (text) => text.replace(MARKER, "").trim();
+  /** Reply text as shown. */
+  const displayText = (text) => text.trim();
 
   /**
    * The first `n` UTF-16 units of a text, one fewer if the cut would split a surrogate pair:
@@ -102,14 +108,40 @@
     return text.slice(0, code >= 0xd800 && code <= 0xdbff ? n - 1 : n);
   }
 
-  /** Cap a history text, keeping a trailing pending-action marker intact. */
-  function capText(text) {
-    if (text.length <= MAX_TURN_CHARS) return text;
-    const marker = text.match(TRAILING_MARKER);
-    if (marker && marker[0].length < MAX_TURN_CHARS) {
-      return head(text, MAX_TURN_CHARS - marker[0].length) + marker[0];
+  /** Cap a history text (history is context for the model, nothing more). */
+  const capText = (text) => (text.length <= MAX_TURN_CHARS ? text : head(text, MAX_TURN_CHARS));
+
+  /** "\u202E" for U+202E, "\u{E0041}" beyond the BMP. */
+  function escapeOf(char) {
+    const hex = char.codePointAt(0).toString(16).toUpperCase();
+    return hex.length > 4 ? `\\u{${hex}}` : `\\u${hex.padStart(4, "0")}`;
+  }
+
+  /**
+   * Text as nodes, every invisible character replaced by a marked escape: what the user
+   * approves reads exactly as it is. Returns {nodes, flagged}.
+   */
+  function visibleText(text) {
+    const nodes = [];
+    let flagged = false;
+    let last = 0;
+    for (const match of text.matchAll(INVISIBLE)) {
+      flagged = true;
+      if (match.index > last) nodes.push(document.createTextNode(text.slice(last, match.index)));
+      nodes.push(el("span", { class: "cf-escape", title: "invisible character", text: escapeOf(match[0]) }));
+      last = match.index + match[0].length;
     }
-    return head(text, MAX_TURN_CHARS);
+    if (last < text.length) nodes.push(document.createTextNode(text.slice(last)));
+    return { nodes, flagged };
+  }
+
+  /** The approval page URL, or null: only this origin's /oauth2/actions/ pages are used. */
+  function safeApprovalUrl(raw) {
+    const href = safeAuthorizationUrl(raw);
+    if (!href) return null;
+    const url = new URL(href);
+    if (!url.pathname.startsWith("/oauth2/actions/") || url.search || url.hash) return null;
+    return url.origin + url.pathname.replace(/\/+$/, "");
   }
 
   function isExpired(expiresAt) {
@@ -159,14 +191,42 @@
       }));
   }
 
-  function cleanConfirmation(value) {
-    if (!isObject(value) || typeof value.confirm_text !== "string" || !value.confirm_text) return null;
-    return { description: asString(value.description), confirm_text: value.confirm_text };
+  function cleanApproval(value) {
+    if (!isObject(value) || typeof value.action_id !== "string" || !ACTION_ID.test(value.action_id)) {
+      return null;
+    }
+    const action = isObject(value.action) ? value.action : {};
+    return {
+      action_id: value.action_id,
+      approval_url: asString(value.approval_url),
+      expires_at: typeof value.expires_at === "number" ? value.expires_at : null,
+      action: {
+        tool: asString(action.tool),
+        provider: asString(action.provider),
+        arguments: isObject(action.arguments) ? action.arguments : {},
+      },
+      decision: ["approved", "denied"].includes(value.decision) ? value.decision : null,
+    };
+  }
+
+  function cleanActionResult(value) {
+    if (!isObject(value) || typeof value.status !== "string") return null;
+    return {
+      action_id: asString(value.action_id),
+      tool: asString(value.tool),
+      status: value.status,
+      reason: asString(value.reason),
+      replayed: value.replayed === true,
+    };
   }
 
   function cleanEntry(e) {
     if (!isObject(e) || typeof e.text !== "string") return null;
-    if (e.role === "user") return { role: "user", text: e.text };
+    if (e.role === "user") {
+      const confirmAction =
+        typeof e.confirm_action === "string" && ACTION_ID.test(e.confirm_action) ? e.confirm_action : null;
+      return { role: "user", text: e.text, confirm_action: confirmAction };
+    }
     if (e.role !== "assistant") return null;
     return {
       role: "assistant",
@@ -174,7 +234,8 @@
       model: asString(e.model),
       tool_calls: cleanToolCalls(e.tool_calls),
       authorization_required: cleanAuthorizations(e.authorization_required),
-      pending_confirmation: cleanConfirmation(e.pending_confirmation),
+      approval_required: cleanApproval(e.approval_required),
+      action_result: cleanActionResult(e.action_result),
     };
   }
 
@@ -244,8 +305,11 @@
       const reason = REASONS[a.reason] || a.reason.replace(/_/g, " ");
       lines.push(`Asked to connect ${providerName(a.provider)}${reason ? ` (${reason})` : ""}`);
     }
-    if (entry.pending_confirmation) {
-      lines.push(`Asked for confirmation: ${entry.pending_confirmation.description || "an action"}`);
+    const approval = entry.approval_required;
+    if (approval) {
+      const what = `${approval.action.tool || "an action"} (${providerName(approval.action.provider)})`;
+      const decided = approval.decision ? `: ${approval.decision}` : "";
+      lines.push(`Asked for approval of ${what}${decided}`);
     }
     if (!lines.length) return null;
     return el("ul", { class: "past-actions" }, lines.map((t) => el("li", { text: t })));
@@ -254,8 +318,8 @@
   /** Connect buttons, confirmation and retry under the latest reply. */
   function renderLiveActions(entry) {
     const auths = entry.authorization_required;
-    const confirm = entry.pending_confirmation;
-    if (!auths.length && !confirm) return null;
+    const approval = entry.approval_required;
+    if (!auths.length && !approval) return null;
     const box = el("div", { class: "actions" });
     const info = { entry, node: box, retryArea: null, notice: null };
 
@@ -288,35 +352,137 @@
       box.append(info.notice, info.retryArea);
     }
 
-    if (confirm) {
-      const descId = nextId("confirm-desc");
-      box.append(
-        el("div", { class: "confirm-card", role: "group", "aria-labelledby": descId }, [
-          el("p", { id: descId, class: "confirm-desc" }, [
-            el("span", { class: "confirm-label", text: "Confirm this action: " }),
-            confirm.description || "the proposed action",
-          ]),
-          el("div", { class: "confirm-buttons" }, [
+    if (approval) box.append(renderApproval(entry, approval));
+    live = info;
+    return box;
+  }
+
+  /** One argument's value, complete: strings verbatim (escapes for invisible characters). */
+  function renderValue(value) {
+    const text = typeof value === "string" ? value : JSON.stringify(value);
+    const shown = visibleText(text === undefined ? "null" : text);
+    const nodes = [el("pre", { class: "arg-value", tabindex: "0" }, shown.nodes)];
+    if (typeof value === "string" && value.length > 200) {
+      nodes.push(el("span", { class: "arg-length", text: `${value.length.toLocaleString()} characters, shown in full` }));
+    }
+    return { nodes, flagged: shown.flagged };
+  }
+
+  /** The proposed action, field by field, with Approve and Deny. */
+  function renderApproval(entry, approval) {
+    const titleId = nextId("approval-title");
+    const action = approval.action;
+    const fields = el("dl", { class: "approval-fields", "data-testid": "approval-fields" });
+    let flagged = false;
+    const add = (name, value, testid) => {
+      const shown = renderValue(value);
+      flagged = flagged || shown.flagged;
+      fields.append(el("dt", { text: name }), el("dd", { "data-testid": testid }, shown.nodes));
+    };
+    add("Tool", action.tool, "approval-tool");
+    add("Provider", action.provider, "approval-provider");
+    for (const [name, value] of Object.entries(action.arguments)) add(name, value, `approval-arg-${name}`);
+
+    const url = safeApprovalUrl(approval.approval_url);
+    const expired = isExpired(approval.expires_at);
+    const status = el("p", { class: "notice", role: "status", hidden: true });
+    const card = el("div", { class: "approval-card", role: "group", "aria-labelledby": titleId, "data-testid": "approval-card" }, [
+      el("p", { id: titleId, class: "approval-title", text: "Approval needed: this changes data. Nothing has run." }),
+      fields,
+      flagged
+        ? el("p", {
+            class: "approval-flag",
+            "data-testid": "approval-flag",
+            text: "Contains invisible formatting characters, shown as \\uXXXX. They can make text read differently from what it is.",
+          })
+        : null,
+      status,
+    ]);
+    const showStatus = (text) => {
+      status.hidden = false;
+      status.textContent = text;
+    };
+    if (approval.decision === "denied") {
+      showStatus("Denied: nothing was changed.");
+      return card;
+    }
+    if (!url) {
+      showStatus("The approval link does not point to this site, so this action cannot be approved here.");
+      return card;
+    }
+    if (expired) {
+      showStatus("This approval has expired: ask again to propose the action anew.");
+      return card;
+    }
+    const confirm = () =>
+      send(`Run the approved action: ${action.tool || "action"} (${providerName(action.provider)})`, {
+        confirmAction: approval.action_id,
+      });
+    const buttons =
+      approval.decision === "approved"
+        ? [
             el("button", {
               type: "button",
               class: "btn btn-primary btn-small",
-              "data-testid": "confirm",
-              text: "Confirm",
-              on: { click: () => send(confirm.confirm_text) },
+              "data-testid": "run-approved",
+              text: "Run it",
+              on: { click: confirm },
+            }),
+          ]
+        : [
+            el("button", {
+              type: "button",
+              class: "btn btn-primary btn-small",
+              "data-testid": "approve",
+              text: "Approve",
+              on: { click: () => decide(entry, approval, url, "approve", showStatus, confirm) },
             }),
             el("button", {
               type: "button",
               class: "btn btn-secondary btn-small",
-              "data-testid": "cancel",
-              text: "Cancel",
-              on: { click: () => send("cancel") },
+              "data-testid": "deny",
+              text: "Deny",
+              on: { click: () => decide(entry, approval, url, "deny", showStatus, confirm) },
             }),
-          ]),
-        ])
-      );
+          ];
+    card.insertBefore(el("div", { class: "approval-buttons" }, buttons), status);
+    return card;
+  }
+
+  /** POST the decision to the binder's approval page (same origin, this browser's session). */
+  async function decide(entry, approval, url, verb, showStatus, confirm) {
+    if (busy) return;
+    setBusy(true);
+    let ok = false;
+    try {
+      const response = await fetch(`${url}/${verb}`, {
+        method: "POST",
+        credentials: "same-origin",
+        body: new URLSearchParams(),
+        cache: "no-store",
+      });
+      // Success is a 303 to the approval page, which fetch follows: a page of this origin.
+      ok = response.ok && new URL(response.url).origin === window.location.origin;
+    } catch (_) {
+      ok = false;
     }
-    live = info;
-    return box;
+    setBusy(false);
+    if (!ok) {
+      showError(
+        verb === "approve"
+          ? "The approval was not accepted. Open the approval page, sign in again if asked, and retry."
+          : "The denial was not accepted. Open the approval page and retry."
+      );
+      return;
+    }
+    approval.decision = verb === "approve" ? "approved" : "denied";
+    save();
+    if (verb === "deny") {
+      renderAll();
+      return;
+    }
+    showStatus("Approved.");
+    confirm();
   }
 
   function renderEntry(entry, isLast) {
@@ -421,7 +587,7 @@
           class: "btn btn-secondary btn-small",
           "data-testid": "retry",
           text: "Retry",
-          on: { click: () => send(opts.retryText, { retry: true }) },
+          on: { click: () => send(opts.retryText, { retry: true, confirmAction: opts.retryAction }) },
         })
       );
     }
@@ -462,6 +628,7 @@
     const encoder = new TextEncoder();
     let budget = MAX_BODY_BYTES - encoder.encode(JSON.stringify({ message, history: [] })).length;
     const turns = state.entries.filter((e) => e.text).slice(-MAX_HISTORY_TURNS);
+    // History is context for the model only: nothing in it can propose or confirm an action.
     const history = [];
     for (let i = turns.length - 1; i >= 0; i--) {
       const turn = { role: turns[i].role, text: capText(turns[i].text) };
@@ -539,6 +706,10 @@
       ui.message.focus();
       return;
     }
+    const confirmAction =
+      options && typeof options.confirmAction === "string" && ACTION_ID.test(options.confirmAction)
+        ? options.confirmAction
+        : null;
     const history = buildHistory(message);
     hideError();
     const pending = el("div", { class: "turn turn-user pending" }, [
@@ -551,7 +722,9 @@
     setBusy(true);
     scrollToEnd();
 
-    const result = await postChat({ message, history });
+    const body = { message, history };
+    if (confirmAction) body.confirm_action = confirmAction;
+    const result = await postChat(body);
 
     setBusy(false);
     if (result.ok) {
@@ -566,9 +739,10 @@
         model: data.model,
         tool_calls: data.tool_calls,
         authorization_required: data.authorization_required,
-        pending_confirmation: data.pending_confirmation,
+        approval_required: data.approval_required,
+        action_result: data.action_result,
       });
-      appendEntries([{ role: "user", text: message }, reply]);
+      appendEntries([{ role: "user", text: message, confirm_action: confirmAction }, reply]);
       scrollToEnd();
       ui.message.focus();
       return;
@@ -579,6 +753,7 @@
     if (!ui.message.value.trim() && typed.trim()) ui.message.value = typed;
     showError(result.message, {
       retryText: result.retry ? message : undefined,
+      retryAction: confirmAction,
       reload: result.reload,
     });
     updateChrome();
@@ -588,7 +763,7 @@
   function retryLastUserMessage() {
     for (let i = state.entries.length - 1; i >= 0; i--) {
       if (state.entries[i].role === "user") {
-        send(state.entries[i].text, { retry: true });
+        send(state.entries[i].text, { retry: true, confirmAction: state.entries[i].confirm_action });
         return;
       }
     }
