@@ -444,6 +444,14 @@
               text: "Deny",
               on: { click: () => decide(entry, approval, url, "deny", showStatus, confirm) },
             }),
+            // Approved on the binder's own page (the link in the reply text) instead.
+            el("button", {
+              type: "button",
+              class: "btn btn-ghost btn-small",
+              "data-testid": "run-approved",
+              text: "Approved on its page? Run it",
+              on: { click: confirm },
+            }),
           ];
     card.insertBefore(el("div", { class: "approval-buttons" }, buttons), status);
     return card;
