@@ -2,10 +2,11 @@
 
 Starts and supervises moto server (Cognito, Secrets Manager, KMS, DynamoDB), a local OIDC
 provider (oidc-provider-mock, a real provider server by another author, through
-devstack.oidc_provider), the binder, the agent and the dev edge that plays the ALB. Prints one
-banner. Ctrl-C stops everything; a child that dies is named and the rest are stopped. Each
-child writes `{name}.log` in --logs; none of them logs a code, state, PKCE value, token or
-password (tests/devstack/test_no_secrets_in_logs.py).
+devstack.oidc_provider), a notes API protected by that provider's access tokens
+(devstack.notes_server, the resource server of the agent's notes tools), the binder, the agent
+and the dev edge that plays the ALB. Prints one banner. Ctrl-C stops everything; a child that
+dies is named and the rest are stopped. Each child writes `{name}.log` in --logs; none of them
+logs a code, state, PKCE value, token or password (tests/devstack/test_no_secrets_in_logs.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 USERS = {"alice": "Alice-local-Passw0rd!", "bob": "Bob-local-Passw0rd!"}
 PROVIDER = "demo"  # the local provider's name in the binder and the agent
 PROVIDER_CLIENT_ID = "secure-agents-local"
+# The notes API's provider in the binder: the same local OIDC provider, its own OAuth client,
+# and the scope the provider grants for the notes API (devstack.oidc_provider --resource).
+NOTES_PROVIDER = "notes"
+NOTES_CLIENT_ID = "secure-agents-notes"
+NOTES_SCOPE = "notes"
 
 
 class Stop(Exception):
@@ -41,6 +47,7 @@ def _ports(args: argparse.Namespace) -> dict[str, int]:
         "edge": args.port,
         "moto": args.moto_port,
         "provider": args.provider_port,
+        "notes": args.notes_port,
         "binder (public)": args.binder_port,
         "binder (internal)": args.binder_internal_port,
         "agent": args.agent_port,
@@ -109,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             )
             for u in USERS
         ]
+        notes = f"{base}:{ports['notes']}"
         start(
             "provider",
             [
@@ -118,14 +126,37 @@ def run(args: argparse.Namespace) -> int:
                 "--port",
                 str(ports["provider"]),
                 *[a for claims in users for a in ("--user-claims", claims)],
+                "--resource",
+                f"{NOTES_SCOPE}={notes}",
             ],
             _env(),
             f"{provider}/.well-known/openid-configuration",
         )
+        start(
+            "notes",
+            [
+                py,
+                "-m",
+                "devstack.notes_server",
+                "--port",
+                str(ports["notes"]),
+                "--issuer",
+                provider,
+                "--client-id",
+                NOTES_CLIENT_ID,
+                "--scope",
+                NOTES_SCOPE,
+            ],
+            _env(PYTHONPATH=str(ROOT)),
+            f"{notes}/healthz",
+        )
         local = aws.bootstrap(
             moto,
             users=USERS,
-            providers={PROVIDER: (PROVIDER_CLIENT_ID, secrets.token_urlsafe(24))},
+            providers={
+                PROVIDER: (PROVIDER_CLIENT_ID, secrets.token_urlsafe(24)),
+                NOTES_PROVIDER: (NOTES_CLIENT_ID, secrets.token_urlsafe(24)),
+            },
         )
         binder_internal = f"{base}:{ports['binder (internal)']}"
         extra = {"HOME": os.environ.get("HOME", "/tmp"), "PYTHONUNBUFFERED": "1"}  # noqa: S108
@@ -136,12 +167,15 @@ def run(args: argparse.Namespace) -> int:
             "issuer": provider,
             "secret_arn": local.provider_secrets[PROVIDER],
         }
+        notes_entry = notes_provider_entry(
+            issuer=provider, secret_arn=local.provider_secrets[NOTES_PROVIDER]
+        )
         start(
             "binder",
             [py, "-m", "binder"],
             services.binder_env(
                 local,
-                [provider_entry],
+                [provider_entry, notes_entry],
                 public_port=ports["binder (public)"],
                 internal_port=ports["binder (internal)"],
                 base_url=edge_url,  # browsers reach /oauth2/* through the edge
@@ -161,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
                 port=ports["agent"],
                 binder_url=binder_internal,
                 userinfo={PROVIDER: f"{provider}/userinfo"},
+                providers=[NOTES_PROVIDER],
+                NOTES_API_URL=notes,
                 **extra,
             ),
             f"{agent}/healthz",
@@ -185,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
             _env(PYTHONPATH=str(ROOT)),
             f"{edge_url}/_edge/healthz",
         )
-        print(_banner(edge_url, logs), flush=True)
+        print(_banner(edge_url, logs, notes), flush=True)
         while True:
             for child in children:
                 if not child.alive():
@@ -212,7 +248,20 @@ def run(args: argparse.Namespace) -> int:
         print("make dev: stopped.", flush=True)
 
 
-def _banner(url: str, logs: Path) -> str:
+def notes_provider_entry(*, issuer: str, secret_arn: str) -> dict[str, object]:
+    """The binder's PROVIDERS entry for the notes API: consent at the local OIDC provider."""
+    return {
+        "name": NOTES_PROVIDER,
+        "kind": "oidc",
+        "client_id": NOTES_CLIENT_ID,
+        "issuer": issuer,
+        "secret_arn": secret_arn,
+        "scopes": [NOTES_SCOPE],
+        "allowed_scopes": [NOTES_SCOPE],
+    }
+
+
+def _banner(url: str, logs: Path, notes: str) -> str:
     width = 64
     lines = [
         "=" * width,
@@ -221,7 +270,9 @@ def _banner(url: str, logs: Path) -> str:
         "  Users (local Cognito in moto):",
         *[f"    {name:<6} {password}" for name, password in USERS.items()],
         "",
-        f'  Try: "who am I on {PROVIDER}?" (offline planner, not a language model)',
+        f'  Try: "who am I on {PROVIDER}?" (offline planner, not a language model),',
+        '       "what\'s on my notes?", "add a note titled Hello saying hi"',
+        f"  Notes API (local resource server): {notes}",
         f"  Logs: {logs}",
         "  Stop: Ctrl-C",
         "=" * width,
@@ -237,7 +288,7 @@ def main() -> None:
         default=int(os.environ.get("DEV_PORT", "8000")),
         help="the URL's port (the dev edge); default 8000 or $DEV_PORT",
     )
-    for name in ("moto", "provider", "binder", "binder-internal", "agent"):
+    for name in ("moto", "provider", "notes", "binder", "binder-internal", "agent"):
         parser.add_argument(
             f"--{name}-port", type=int, default=0, help=f"{name} port (default: any free port)"
         )

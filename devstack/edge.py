@@ -5,9 +5,14 @@ Routing, in the order of the ALB's listener rules:
 - `/_edge/login` (GET form, POST sign-in), `/_edge/logout` (POST), `/_edge/healthz`: the edge's
   own pages. The sign-in form stands in for the Cognito hosted UI; it signs in against the
   (moto) user pool with USER_PASSWORD_AUTH and keeps the tokens in a server-side session.
-- `/oauth2/*` -> binder (public port) and `/`, `/app/*` -> agent: browser routes. They need a
-  session (as `authenticate-cognito` does) and carry the user's Cognito access token in
-  `x-amzn-oidc-accesstoken`.
+- `/oauth2/*` -> binder (public port) and `/`, `/app/*` -> agent: browser routes. Their identity
+  comes from the edge's session cookie only, as `authenticate-cognito` takes it from the ALB's:
+  a request without a live session is redirected (302) to the sign-in page, whatever its method
+  and whatever else it carries (an `Authorization: Bearer` header is no session), and never
+  reaches an upstream; with one, it carries the session user's Cognito access token in
+  `x-amzn-oidc-accesstoken`. Other request headers pass unchanged, as the ALB passes them:
+  `Origin` and `Sec-Fetch-*` (the binder's same-origin checks on its POSTs), and a client's
+  `Authorization` too, which the binder's browser routes must therefore ignore.
 - `/api/*` -> agent, no sign-in at the edge: callers send their own `Authorization: Bearer`.
 - everything else, `/internal/*` included, is a fixed 404.
 
@@ -338,12 +343,21 @@ def _not_found() -> Response:
     return PlainTextResponse("Not found", 404)
 
 
-def _unauthenticated() -> Response:
-    return JSONResponse(
-        {"error": "unauthenticated", "message": "sign in again"},
-        401,
-        headers={"cache-control": "no-store"},
-    )
+def _to_sign_in(request: Request) -> Response:
+    """What `authenticate-cognito` (on_unauthenticated_request=authenticate) answers a request
+    without a session, whatever its method: a 302 to sign-in. A GET comes back to where it was
+    going; the body of a POST cannot be replayed, so sign-in leads to the home page instead (a
+    page's script sees the redirect, e.g. fetch's `redirect: "manual"`, and asks to reload)."""
+    next_path = "/"
+    if request.method in ("GET", "HEAD"):
+        target = request.scope.get("raw_path", request.url.path.encode())
+        next_path = bytes(target).decode("latin-1")
+        if request.url.query:
+            next_path += "?" + request.url.query
+    query = urllib.parse.urlencode({"next": next_path})
+    response = RedirectResponse(f"/_edge/login?{query}", status_code=302)
+    response.headers["cache-control"] = "no-store"
+    return response
 
 
 def _route(path: str) -> tuple[str, bool] | None:
@@ -512,14 +526,7 @@ def create_edge(
         if browser:
             session = await refreshed(request.cookies.get(COOKIE))
             if session is None:
-                if request.method in ("GET", "HEAD"):
-                    target = request.scope.get("raw_path", request.url.path.encode())
-                    next_path = bytes(target).decode("latin-1")
-                    if request.url.query:
-                        next_path += "?" + request.url.query
-                    query = urllib.parse.urlencode({"next": next_path})
-                    return RedirectResponse(f"/_edge/login?{query}", status_code=302)
-                return _unauthenticated()
+                return _to_sign_in(request)
             access_token = session.access_token
         return await proxy(request, name, access_token)
 

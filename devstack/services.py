@@ -62,9 +62,11 @@ def agent_env(
     port: int,
     binder_url: str,
     userinfo: Mapping[str, str],
+    providers: Sequence[str] = (),
     **overrides: str,
 ) -> dict[str, str]:
-    """An agent with the offline planner, offering the whoami tool of each `userinfo` provider."""
+    """An agent with the offline planner, offering the whoami tool of each `userinfo` provider
+    and the tools of each of `providers` (AGENT_PROVIDERS lists both)."""
     return {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": pythonpath("agent"),
@@ -76,7 +78,7 @@ def agent_env(
         "COGNITO_JWKS_URL": jwks_url,
         "BINDER_INTERNAL_URL": binder_url,
         "AGENT_MODEL": "offline",
-        "AGENT_PROVIDERS": ",".join(userinfo),
+        "AGENT_PROVIDERS": ",".join(dict.fromkeys([*userinfo, *providers])),
         "OIDC_USERINFO": json.dumps(dict(userinfo)),
         "LOG_LEVEL": "INFO",
         **overrides,

@@ -323,13 +323,26 @@ def test_browser_route_without_a_session_get_redirects_to_login(
     assert not router.hits
 
 
-@pytest.mark.parametrize("path", ["/app/chat", "/oauth2/connections/mock/disconnect"])
-def test_browser_route_without_a_session_post_is_401(
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/app/chat",
+        "/oauth2/connections/mock/disconnect",
+        "/oauth2/actions/act-1/approve",
+        "/oauth2/actions/act-1/deny",
+    ],
+)
+def test_browser_route_without_a_session_post_redirects_to_sign_in(
     client: TestClient, router: HostRouter, path: str
 ) -> None:
+    """As authenticate-cognito: a 302 to sign-in whatever the method; the POST's body cannot
+    be replayed, so sign-in then leads home."""
     response = client.post(path, json={"message": "hi"})
-    assert response.status_code == 401
-    assert response.json() == {"error": "unauthenticated", "message": "sign in again"}
+    assert response.status_code == 302
+    location = urlsplit(response.headers["location"])
+    assert (location.netloc, location.path) == ("", "/_edge/login")
+    assert parse_qs(location.query) == {"next": ["/"]}
+    assert response.headers["cache-control"] == "no-store"
     assert not router.hits
 
 
@@ -478,7 +491,9 @@ def test_a_failed_refresh_means_signing_in_again(client: TestClient, app: Starle
     assert response.status_code == 302
     assert response.headers["location"] == "/_edge/login?next=%2Fapp%2Fchat"
     assert len(app.state.sessions) == 0
-    assert client.post("/app/chat", headers=as_user(alice)).status_code == 401
+    again = client.post("/app/chat", headers=as_user(alice))
+    assert again.status_code == 302
+    assert again.headers["location"] == "/_edge/login?next=%2F"
 
 
 def test_a_session_ends_after_session_seconds(client: TestClient, app: Starlette) -> None:
@@ -488,6 +503,167 @@ def test_a_session_ends_after_session_seconds(client: TestClient, app: Starlette
     session.ends_at = time.time() - 1
     assert client.get("/", headers=as_user(alice)).status_code == 302
     assert len(app.state.sessions) == 0
+
+
+# -- approval routes (/oauth2/actions/*): the session cookie is the only identity -----------------
+
+
+def cognito_token(pool: Pool, user: str) -> str:
+    """A real, valid Cognito access token for `user`, as a bearer-token holder would have it."""
+    result = pool.client.initiate_auth(
+        ClientId=pool.client_id,
+        AuthFlow="USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": user, "PASSWORD": PASSWORDS[user]},
+    )
+    return str(result["AuthenticationResult"]["AccessToken"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/oauth2/actions/act-1"),
+        ("POST", "/oauth2/actions/act-1/approve"),
+        ("POST", "/oauth2/actions/act-1/deny"),
+        ("GET", "/oauth2/connections"),
+    ],
+)
+def test_a_bearer_token_without_a_session_never_reaches_the_binder(
+    client: TestClient, router: HostRouter, pool: Pool, method: str, path: str
+) -> None:
+    """Whoever holds a user's bearer token (the agent) cannot act on /oauth2/* as that user:
+    with no session cookie the edge answers with sign-in, as the ALB does, and the binder is
+    never asked, neither with the bearer nor with an identity header the caller made up."""
+    token = cognito_token(pool, "alice")
+    response = client.request(
+        method,
+        path,
+        json={} if method == "POST" else None,
+        headers={
+            "authorization": f"Bearer {token}",
+            "x-amzn-oidc-accesstoken": token,
+            "origin": EDGE,
+            "sec-fetch-site": "same-origin",
+        },
+    )
+    assert response.status_code == 302
+    assert urlsplit(response.headers["location"]).path == "/_edge/login"
+    assert token not in response.text
+    assert not router.hits
+
+
+def test_a_client_sent_identity_header_is_replaced_on_approval_routes(
+    client: TestClient, pool: Pool
+) -> None:
+    """Bob's valid access token sent by the client as x-amzn-oidc-accesstoken is dropped: the
+    binder receives only the token of the session's user (alice)."""
+    alice = sign_in(client, "alice")
+    bobs = cognito_token(pool, "bob")
+    forged = {
+        "x-amzn-oidc-accesstoken": bobs,
+        "X-Amzn-Oidc-Data": "forged",
+        "x-amzn-oidc-identity": "bob",
+    }
+    for method, path in (
+        ("GET", "/oauth2/actions/act-1"),
+        ("POST", "/oauth2/actions/act-1/approve"),
+        ("POST", "/oauth2/actions/act-1/deny"),
+    ):
+        echo = received(client.request(method, path, headers=as_user(alice, **forged)))
+        assert echo["service"] == "binder"
+        assert echo["path"] == path
+        assert oidc_headers(echo) == ["x-amzn-oidc-accesstoken"]
+        (token,) = header_values(echo, "x-amzn-oidc-accesstoken")
+        assert token != bobs
+        assert pool.username_of(token) == "alice"
+        assert all(bobs not in value for _, value in echo["headers"])
+
+
+@pytest.mark.parametrize("path", ["/", "/app/chat", "/oauth2/actions/act-1", "/api/chat"])
+@pytest.mark.parametrize("signed_in", [True, False])
+def test_client_sent_identity_headers_never_reach_an_upstream_on_any_path(
+    client: TestClient, pool: Pool, path: str, signed_in: bool
+) -> None:
+    bobs = cognito_token(pool, "bob")
+    headers = {"x-amzn-oidc-accesstoken": bobs, "x-amzn-oidc-identity": "bob"}
+    if signed_in:
+        headers = as_user(sign_in(client, "alice"), **headers)
+    response = client.post(path, json={}, headers=headers)
+    if not signed_in and not path.startswith("/api/"):
+        assert response.status_code == 302  # no session: sign in first
+        return
+    echo = received(response)
+    assert all(bobs not in value for _, value in echo["headers"])
+    assert "bob" not in header_values(echo, "x-amzn-oidc-identity")
+    if path.startswith("/api/"):
+        assert oidc_headers(echo) == []
+    else:
+        (token,) = header_values(echo, "x-amzn-oidc-accesstoken")
+        assert pool.username_of(token) == "alice"
+
+
+def test_an_approval_post_from_the_chat_page_passes_through_intact(
+    client: TestClient, pool: Pool
+) -> None:
+    """The chat page's fetch (same origin, JSON) reaches the binder with the Origin and
+    Sec-Fetch-* headers its same-origin check reads, the body, and the session user's token."""
+    alice = sign_in(client, "alice")
+    fetch_headers = {
+        "origin": EDGE,
+        "referer": f"{EDGE}/",
+        "sec-fetch-site": "same-origin",
+        "sec-fetch-mode": "cors",
+        "sec-fetch-dest": "empty",
+        "content-type": "application/json",
+        "accept": "application/json",
+    }
+    response = client.post(
+        "/oauth2/actions/act-1%2Fx/approve?from=chat",
+        content=b'{"arguments_sha256": "ab"}',
+        headers=as_user(alice, **fetch_headers),
+    )
+    echo = received(response)
+    assert response.headers["x-upstream"] == "binder"
+    assert echo["method"] == "POST"
+    assert echo["query"] == "from=chat"
+    assert echo["body"] == '{"arguments_sha256": "ab"}'
+    for name, value in fetch_headers.items():
+        assert header_values(echo, name) == [value], name
+    (token,) = header_values(echo, "x-amzn-oidc-accesstoken")
+    assert pool.username_of(token) == "alice"
+
+
+def test_a_foreign_origin_is_passed_on_for_the_binder_to_refuse(client: TestClient) -> None:
+    """The edge, like the ALB, does not judge origins on proxied routes: the binder's check
+    sees exactly what the browser sent."""
+    alice = sign_in(client, "alice")
+    echo = received(
+        client.post(
+            "/oauth2/actions/act-1/approve",
+            headers=as_user(
+                alice, origin="https://evil.example", **{"sec-fetch-site": "cross-site"}
+            ),
+        )
+    )
+    assert header_values(echo, "origin") == ["https://evil.example"]
+    assert header_values(echo, "sec-fetch-site") == ["cross-site"]
+
+
+def test_with_a_session_an_authorization_header_is_passed_on_beside_the_sessions_token(
+    client: TestClient, pool: Pool
+) -> None:
+    """The ALB forwards a client's Authorization header unchanged, so the edge does too: the
+    binder's approval routes must read the identity from x-amzn-oidc-accesstoken alone."""
+    alice = sign_in(client, "alice")
+    bobs = cognito_token(pool, "bob")
+    echo = received(
+        client.post(
+            "/oauth2/actions/act-1/approve",
+            headers=as_user(alice, authorization=f"Bearer {bobs}"),
+        )
+    )
+    assert header_values(echo, "authorization") == [f"Bearer {bobs}"]
+    (token,) = header_values(echo, "x-amzn-oidc-accesstoken")
+    assert pool.username_of(token) == "alice"
 
 
 # -- API routes -----------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROVIDER = "demo"
 VAULT_PREFIX = "agent-token-vault/"
 # Every process `make dev` starts writes one log file named after it.
-PROCESSES = {"moto", "provider", "binder", "agent", "edge"}
+PROCESSES = {"moto", "provider", "notes", "binder", "agent", "edge"}
 # Anything shaped like a secret, whatever its value: a JWT, or an OAuth/PKCE parameter with a
 # value in a URL, a form or a JSON log field.
 SECRET_SHAPES = re.compile(

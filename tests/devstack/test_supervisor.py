@@ -110,7 +110,7 @@ def test_ctrl_c_stops_everything_and_a_second_start_works(tmp_path: Path) -> Non
         agent = next(
             c
             for c in psutil.Process(second.pid).children(recursive=True)
-            if "agent" in " ".join(c.cmdline()) and "-m" in c.cmdline()
+            if c.cmdline()[1:] == ["-m", "agent"]  # not devstack.notes_server's client id
         )
         others = [
             c for c in psutil.Process(second.pid).children(recursive=True) if c.pid != agent.pid
