@@ -1168,7 +1168,7 @@ async def test_notes_create_posts_the_whole_body() -> None:
         True,
         True,
     )
-    assert tool.spec.scopes != NotesList(api_base=NOTES).spec.scopes  # write is its own grant
+    assert tool.spec.scopes == ("notes",)  # the notes server's one scope; approval gates writes
 
 
 @pytest.mark.parametrize(

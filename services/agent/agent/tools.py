@@ -61,9 +61,9 @@ logger = logging.getLogger(__name__)
 GITHUB_API: Final = "https://api.github.com"
 GOOGLE_API: Final = "https://www.googleapis.com"
 GRAPH_API: Final = "https://graph.microsoft.com"
-# The local notes server's scopes (devstack): reading and writing are separate grants.
-NOTES_READ_SCOPES: Final = ("openid", "notes:read")
-NOTES_WRITE_SCOPES: Final = ("openid", "notes:write")
+# The local notes server's scope (devstack/notes_server.py): one grant reads and writes; each
+# write still needs the user's approval at the binder.
+NOTES_SCOPES: Final = ("notes",)
 
 USER_AGENT: Final = "secure-agents-on-ecs-agent/0.1"
 GITHUB_API_VERSION: Final = "2022-11-28"
@@ -1146,7 +1146,7 @@ class NotesList(_BaseTool):
                 "additionalProperties": False,
             },
             provider="notes",
-            scopes=NOTES_READ_SCOPES,
+            scopes=NOTES_SCOPES,
             changes_data=False,
         )
 
@@ -1202,7 +1202,7 @@ class NotesCreate(_BaseTool):
                 "additionalProperties": False,
             },
             provider="notes",
-            scopes=NOTES_WRITE_SCOPES,
+            scopes=NOTES_SCOPES,
             changes_data=True,
         )
 
