@@ -18,6 +18,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import agent_bench
+import approval_bench
 import binder_bench
 import load
 import synth
@@ -85,6 +86,27 @@ def markdown(report: dict[str, Any]) -> str:
         "",
     ]
     lines += _load_section(report["benchmarks"]["load"])
+    r = report["benchmarks"]["approval"]
+    rt = r["round_trip_ms"]
+    lines += [
+        "## Approval round trip",
+        "",
+        "One data-changing tool call through the local stack (`make dev`'s processes): proposed "
+        "(`approval_required`), approved with the browser's session, executed once with "
+        f"`confirm_action`; {r['rounds']} rounds, each followed by a read-only chat turn as the "
+        "baseline.",
+        "",
+        "| measure | value | target |",
+        "| --- | --- | --- |",
+        f"| round trip | p50 {rt['p50']} ms, p99 {rt['p99']} ms | |",
+        f"| propose / approve / execute, p50 | {rt['propose']} / {rt['approve']} / "
+        f"{rt['execute']} ms | |",
+        f"| read-only chat turn, p50 | {r['read_turn_ms_p50']} ms | |",
+        f"| ratio round trip / read turn | {r['ratio']}x | <= {r['ratio_target']}x |",
+        f"| notes written | {r['writes']} | {r['writes_expected']} (one per round) |",
+        f"| result | {'PASS' if r['pass'] else 'FAIL'} | |",
+        "",
+    ]
     if report["missing"]:
         lines += ["## Not built yet", ""]
         lines += [f"- {name} (issue {issue}): {what}" for name, issue, what in report["missing"]]
@@ -159,6 +181,7 @@ def main() -> int:
             "binder": binder_bench.run(),
             "agent": agent_bench.run(),
             "load": load.run(users=200),
+            "approval": approval_bench.run(),
         },
         "missing": MISSING,
     }

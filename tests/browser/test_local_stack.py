@@ -11,6 +11,7 @@ docs/screenshot-chat.png, refreshed by `UPDATE_SCREENSHOT=1 make test`.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -38,6 +39,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 class Stack:
     url: str
     moto: str
+    notes: str
     process: subprocess.Popen[str]
 
 
@@ -56,7 +58,7 @@ def _wait(url: str, process: subprocess.Popen[str], timeout: float = 90) -> None
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    port, moto_port = procs.free_port(), procs.free_port()
+    port, moto_port, notes_port = procs.free_port(), procs.free_port(), procs.free_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -66,6 +68,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             str(port),
             "--moto-port",
             str(moto_port),
+            "--notes-port",
+            str(notes_port),
             "--logs",
             str(tmp_path_factory.mktemp("devstack-logs")),
         ],
@@ -80,7 +84,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         _wait(f"{url}/_edge/healthz", process)
         children = psutil.Process(process.pid).children(recursive=True)
         assert len(children) >= 5
-        yield Stack(url=url, moto=f"http://127.0.0.1:{moto_port}", process=process)
+        yield Stack(
+            url=url,
+            moto=f"http://127.0.0.1:{moto_port}",
+            notes=f"http://127.0.0.1:{notes_port}",
+            process=process,
+        )
     finally:
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends
         process.wait(timeout=60)
@@ -220,3 +229,44 @@ def test_consent_link_opened_by_another_user_is_refused(stack: Stack, browser: o
     assert _vault_secrets(stack) == []
     alice_context.close()  # type: ignore[attr-defined]
     bob_context.close()  # type: ignore[attr-defined]
+
+
+def _notes_writes(stack: Stack) -> dict[str, int]:
+    with urllib.request.urlopen(f"{stack.notes}/_test/writes", timeout=5) as answer:  # noqa: S310
+        counts: dict[str, int] = json.loads(answer.read())
+    return counts
+
+
+def test_a_write_runs_once_after_approval_in_the_browser(stack: Stack, browser: object) -> None:
+    """Ask for a note, connect the notes service, see every argument on the approval card,
+    approve, and get exactly one write; a second confirmation replays the outcome."""
+    from devstack.__main__ import USERS
+
+    before = _notes_writes(stack)
+    context = _context(browser)
+    page = context.new_page()  # type: ignore[attr-defined]
+    _login(page, stack.url, "alice", USERS["alice"])
+    body = "line one\n" + "x" * 3000
+    page.fill("#message", f'create a note "Browser test": {body}')
+    page.click("#send")
+    connect = page.wait_for_selector("[data-testid=connect-notes]")
+    with page.expect_popup() as popup_info:
+        connect.click()
+    consent = popup_info.value
+    consent.wait_for_selector("button[value='alice@demo.example']")
+    consent.click("button[value='alice@demo.example']")
+    consent.wait_for_selector("text=notes is connected")
+    consent.close()
+
+    page.click("[data-testid=retry]")
+    card = page.wait_for_selector("[data-testid=approval-card]")
+    _shot(page, "09-approval-card")
+    assert "Browser test" in card.inner_text()
+    assert "x" * 3000 in card.inner_text(), "the whole body is on the card"
+    assert _notes_writes(stack)["writes"] == before["writes"], "nothing ran before approval"
+
+    page.click("[data-testid=approve]")
+    page.wait_for_selector(".msg.assistant >> text=/Done: create a note/")
+    _shot(page, "10-approved-and-done")
+    assert _notes_writes(stack)["writes"] == before["writes"] + 1
+    context.close()  # type: ignore[attr-defined]
