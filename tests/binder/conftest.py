@@ -7,7 +7,9 @@ through an httpx2 transport that routes by host, so no socket is opened.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -192,6 +194,26 @@ def settings_env(aws: dict[str, Any], **overrides: str) -> dict[str, str]:
         "PROVIDERS": json.dumps([provider_entry(aws["secret_arn"])]),
         **overrides,
     }
+
+
+@pytest.fixture
+def atomic_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB's item operations, one at a time, as DynamoDB applies a conditional write.
+
+    moto checks a write's condition and then applies it without a lock, so two threads can
+    both pass `status = :approved` before either writes; DynamoDB cannot. Concurrency tests
+    of conditional transitions use this, or they would test moto's race instead of ours."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    for name in ("put_item", "get_item", "update_item", "delete_item", "transact_write_items"):
+        original = getattr(DynamoDBBackend, name)
+
+        def serialized(*args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return __original(*args, **kwargs)
+
+        monkeypatch.setattr(DynamoDBBackend, name, functools.wraps(original)(serialized))
 
 
 @pytest.fixture

@@ -3,6 +3,10 @@
 - public port (through the ALB): `/oauth2/*` browser routes and `/healthz`;
 - internal port (Service Connect only): `/internal/*` for the agent and `/healthz`.
 
+The approval routes (`/oauth2/actions/*`) take the user's identity only from the header the
+ALB sets from its session cookie, and refuse any request that carries `Authorization`: a
+process holding the user's bearer token (the agent) can propose an action, never approve it.
+
 A request is routed by the local port it arrived on, so no routing rule anywhere can expose
 the internal API through the ALB: the ALB's target group only knows the public port.
 """
@@ -17,6 +21,7 @@ import boto3
 import httpx2
 from botocore.config import Config
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -24,15 +29,39 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from binder import pages
+from binder.actions import (
+    ACTION_ID,
+    DONE,
+    EXPIRED,
+    MAX_PROPOSAL_BODY_BYTES,
+    SHA256_HEX,
+    TOOL_NAME,
+    Action,
+    ActionNotFound,
+    ActionRefused,
+    Actions,
+    ActionStore,
+    ArgumentsError,
+    ForeignAction,
+    canonical_arguments,
+    checked_outcome,
+    checked_turn_id,
+)
 from binder.audit import audit
-from binder.broker import Broker, ConsentRequired, FlowError, Unavailable
+from binder.broker import Broker, ConsentRequired, FlowError, IssuedToken, Unavailable
 from binder.oauth import OAuthClient
 from binder.providers import ProviderRegistry, ProviderSpec, validate_scopes
 from binder.sessions import SessionStore
 from binder.settings import Settings
 from binder.vault import Vault
 from svc_common.health import healthz_route
-from svc_common.identity import CognitoVerifier, InvalidToken, VerifiedUser, token_from_headers
+from svc_common.identity import (
+    ALB_TOKEN_HEADER,
+    CognitoVerifier,
+    InvalidToken,
+    VerifiedUser,
+    token_from_headers,
+)
 from svc_common.jsonbody import BodyError, is_json, parse_object
 from svc_common.middleware import RequestGuard, SecurityHeaders
 
@@ -60,6 +89,7 @@ class Services:
     broker: Broker
     vault: Vault
     sessions: SessionStore
+    actions: Actions
     http: httpx2.AsyncClient
 
 
@@ -104,6 +134,16 @@ def build_services(
         refresh_skew=settings.refresh_skew_seconds,
         lease_seconds=settings.lease_seconds,
     )
+    actions = Actions(
+        store=ActionStore(
+            sessions=sessions,
+            table=settings.session_table,
+            ttl_seconds=settings.action_ttl_seconds,
+            max_per_user=settings.max_actions_per_user,
+        ),
+        broker=broker,
+        public_base_url=settings.public_base_url,
+    )
     verifier = CognitoVerifier(
         issuer=settings.cognito_issuer,
         client_ids=settings.cognito_client_ids,
@@ -117,6 +157,7 @@ def build_services(
         broker=broker,
         vault=vault,
         sessions=sessions,
+        actions=actions,
         http=http,
     )
 
@@ -147,8 +188,18 @@ class BinderApp:
         self.services = services
         settings = services.settings
         self.internal = Starlette(
-            routes=internal_routes(services),
+            routes=[*internal_routes(services), *action_routes(services)],
             middleware=[Middleware(RequestGuard, max_bytes=settings.max_body_bytes)],
+        )
+        # A proposal carries a tool call's arguments (up to 64 KiB canonical): its own limit.
+        self.proposals = Starlette(
+            routes=action_routes(services),
+            middleware=[
+                Middleware(
+                    RequestGuard,
+                    max_bytes=max(settings.max_body_bytes, MAX_PROPOSAL_BODY_BYTES),
+                )
+            ],
         )
         self.public = Starlette(
             routes=public_routes(services),
@@ -163,9 +214,10 @@ class BinderApp:
             await self._lifespan(receive, send)
             return
         server = scope.get("server") or ("", 0)
-        target: ASGIApp = (
-            self.internal if server[1] == self.services.settings.internal_port else self.public
-        )
+        target: ASGIApp = self.public
+        if server[1] == self.services.settings.internal_port:
+            proposal = scope.get("path") == "/internal/actions"
+            target = self.proposals if proposal else self.internal
         await target(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -213,6 +265,83 @@ def _www_authenticate(reason: str) -> str:
     return f'Bearer error="invalid_token", error_description="{reason}"'
 
 
+async def _json_body(request: Request, fields: set[str]) -> dict[str, object] | JSONResponse:
+    """The request's JSON object with only `fields` in it, or the 415/400 answer."""
+    if not is_json(request.headers.get("content-type")):
+        return JSONResponse(
+            {"error": "unsupported_media_type", "message": "send application/json"},
+            status_code=415,
+        )
+    try:
+        body = parse_object(await request.body())
+    except ClientDisconnect:
+        # Nobody reads this answer; it only must not count as a 500.
+        return _bad_request("body", "the body was cut short")
+    except BodyError as exc:
+        return _bad_request(exc.field, exc.message)
+    unknown = set(body) - fields
+    if unknown:
+        name = sorted(unknown)[0]
+        # A name is echoed only when it is short printable ASCII: a lone surrogate cannot
+        # even be encoded into the answer.
+        shown = name if name.isascii() and name.isprintable() and len(name) <= 64 else "body"
+        return _bad_request(shown, "unknown field")
+    return body
+
+
+async def _token_request(
+    services: Services, body: dict[str, object], spec: ProviderSpec | None = None
+) -> tuple[ProviderSpec, tuple[str, ...], str | None] | JSONResponse:
+    """The provider (unless given), scopes and return URL of a token request, checked."""
+    broker = services.broker
+    if spec is None:
+        provider = body.get("provider")
+        if not isinstance(provider, str) or provider not in services.registry:
+            return _bad_request("provider", "unknown provider")
+    raw_scopes = body.get("scopes", [])
+    if not isinstance(raw_scopes, list) or not all(isinstance(s, str) for s in raw_scopes):
+        return _bad_request("scopes", "expected a list of strings")
+    return_url = body.get("return_url")
+    if return_url is not None:
+        try:
+            return_url = broker.checked_return_url(return_url)
+        except ValueError as exc:
+            return _bad_request("return_url", str(exc))
+    try:
+        if spec is None:
+            spec = await broker.provider(str(body["provider"]))
+        scopes = validate_scopes(spec, raw_scopes)
+    except ValueError as exc:
+        return _bad_request("scopes", str(exc))
+    except Unavailable as exc:
+        return _unavailable_json(exc)
+    return spec, scopes, return_url
+
+
+def _token_answer(result: IssuedToken | ConsentRequired) -> JSONResponse:
+    """The answer to a token request: the token, or consent_required (403)."""
+    if isinstance(result, ConsentRequired):
+        return JSONResponse(
+            {
+                "error": "consent_required",
+                "reason": result.reason,
+                "authorization_url": result.authorization_url,
+                "session_id": result.session_id,
+                "expires_at": result.expires_at,
+            },
+            status_code=403,
+        )
+    return JSONResponse(
+        {
+            "access_token": result.access_token,
+            "token_type": result.token_type,
+            "expires_at": result.expires_at,
+            "scopes": list(result.scopes),
+        },
+        headers={"cache-control": "no-store"},
+    )
+
+
 def internal_routes(services: Services) -> list[Route]:
     broker = services.broker
 
@@ -220,70 +349,20 @@ def internal_routes(services: Services) -> list[Route]:
         user = await _user_or_401(request, services)
         if isinstance(user, JSONResponse):
             return user
-        if not is_json(request.headers.get("content-type")):
-            return JSONResponse(
-                {"error": "unsupported_media_type", "message": "send application/json"},
-                status_code=415,
-            )
-        try:
-            body = parse_object(await request.body())
-        except ClientDisconnect:
-            # Nobody reads this answer; it only must not count as a 500.
-            return _bad_request("body", "the body was cut short")
-        except BodyError as exc:
-            return _bad_request(exc.field, exc.message)
-        unknown = set(body) - {"provider", "scopes", "return_url"}
-        if unknown:
-            name = sorted(unknown)[0]
-            # A name is echoed only when it is short printable ASCII: a lone surrogate cannot
-            # even be encoded into the answer.
-            shown = name if name.isascii() and name.isprintable() and len(name) <= 64 else "body"
-            return _bad_request(shown, "unknown field")
-        provider = body.get("provider")
-        if not isinstance(provider, str) or provider not in services.registry:
-            return _bad_request("provider", "unknown provider")
-        raw_scopes = body.get("scopes", [])
-        if not isinstance(raw_scopes, list) or not all(isinstance(s, str) for s in raw_scopes):
-            return _bad_request("scopes", "expected a list of strings")
-        return_url = body.get("return_url")
-        if return_url is not None:
-            try:
-                return_url = broker.checked_return_url(return_url)
-            except ValueError as exc:
-                return _bad_request("return_url", str(exc))
-        try:
-            spec = await broker.provider(provider)
-            scopes = validate_scopes(spec, raw_scopes)
-        except ValueError as exc:
-            return _bad_request("scopes", str(exc))
-        except Unavailable as exc:
-            return _unavailable_json(exc)
+        body = await _json_body(request, {"provider", "scopes", "return_url"})
+        if isinstance(body, JSONResponse):
+            return body
+        checked = await _token_request(services, body)
+        if isinstance(checked, JSONResponse):
+            return checked
+        spec, scopes, return_url = checked
         try:
             result = await broker.token(
                 user, spec, scopes, return_url=return_url, request_id=_request_id(request)
             )
         except Unavailable as exc:
             return _unavailable_json(exc)
-        if isinstance(result, ConsentRequired):
-            return JSONResponse(
-                {
-                    "error": "consent_required",
-                    "reason": result.reason,
-                    "authorization_url": result.authorization_url,
-                    "session_id": result.session_id,
-                    "expires_at": result.expires_at,
-                },
-                status_code=403,
-            )
-        return JSONResponse(
-            {
-                "access_token": result.access_token,
-                "token_type": result.token_type,
-                "expires_at": result.expires_at,
-                "scopes": list(result.scopes),
-            },
-            headers={"cache-control": "no-store"},
-        )
+        return _token_answer(result)
 
     async def connections(request: Request) -> Response:
         user = await _user_or_401(request, services)
@@ -338,6 +417,176 @@ async def _spec_or_none(services: Services, name: str) -> ProviderSpec | None:
         return await services.broker.provider(name)
     except (KeyError, Unavailable):
         return None
+
+
+# -- actions: internal API (agent to binder) ------------------------------------------------------
+
+_NO_ACTION = {"error": "not_found", "message": "no such action"}
+
+
+def _action_json(action: Action, now: float) -> dict[str, object]:
+    answer: dict[str, object] = {
+        "action_id": action.action_id,
+        "status": action.status_at(now),
+        "provider": action.provider,
+        "tool": action.tool,
+        "arguments": action.arguments,
+        "arguments_sha256": action.arguments_sha256,
+        "turn_id": action.turn_id,
+        "expires_at": action.deadline,
+    }
+    if action.outcome is not None:
+        answer["result"] = action.outcome.as_json()
+    return answer
+
+
+def _refused_json(exc: ActionRefused) -> JSONResponse:
+    answer: dict[str, object] = {"error": "action_refused", "reason": exc.reason}
+    if exc.reason in ("already_executed", "already_recorded"):
+        answer["status"] = exc.action.status
+        if exc.action.status == DONE and exc.action.outcome is not None:
+            answer["result"] = exc.action.outcome.as_json()
+    return JSONResponse(answer, status_code=409)
+
+
+def action_routes(services: Services) -> list[Route]:
+    """`/internal/actions*` (internal port); `POST /internal/actions` itself is served with a
+    larger body limit than the rest of the internal API."""
+    actions = services.actions
+
+    async def propose(request: Request) -> Response:
+        user = await _user_or_401(request, services)
+        if isinstance(user, JSONResponse):
+            return user
+        body = await _json_body(request, {"provider", "tool", "arguments", "turn_id"})
+        if isinstance(body, JSONResponse):
+            return body
+        provider = body.get("provider")
+        if not isinstance(provider, str):
+            return _bad_request("provider", "expected a string")
+        if provider not in services.registry:
+            return JSONResponse(
+                {"error": "unknown_provider", "message": "no such provider"}, status_code=404
+            )
+        tool = body.get("tool")
+        if not isinstance(tool, str) or not TOOL_NAME.fullmatch(tool):
+            return _bad_request("tool", "expected 1 to 64 of a-z, 0-9 and _")
+        try:
+            turn_id = checked_turn_id(body.get("turn_id"))
+        except ValueError as exc:
+            return _bad_request("turn_id", str(exc))
+        try:
+            canonical = canonical_arguments(body.get("arguments"))
+        except ArgumentsError as exc:
+            if exc.status == 413:
+                return JSONResponse(
+                    {"error": "payload_too_large", "field": "arguments", "message": exc.message},
+                    status_code=413,
+                )
+            return _bad_request("arguments", exc.message)
+        try:
+            action = await actions.propose(
+                user,
+                provider=provider,
+                tool=tool,
+                canonical=canonical,
+                turn_id=turn_id,
+                request_id=_request_id(request),
+            )
+        except Unavailable as exc:
+            return _unavailable_json(exc)  # 429 too_many_actions, or 503
+        return JSONResponse(
+            {
+                "action_id": action.action_id,
+                "approval_url": actions.approval_url(action.action_id),
+                "arguments_sha256": action.arguments_sha256,
+                "expires_at": action.deadline,
+            },
+            status_code=201,
+        )
+
+    async def read(request: Request) -> Response:
+        user = await _user_or_401(request, services)
+        if isinstance(user, JSONResponse):
+            return user
+        try:
+            action = await actions.for_user(user, request.path_params["action_id"])
+        except ActionNotFound:
+            return JSONResponse(_NO_ACTION, status_code=404)
+        except Unavailable as exc:
+            return _unavailable_json(exc)
+        return JSONResponse(_action_json(action, actions.now()))
+
+    async def token(request: Request) -> Response:
+        user = await _user_or_401(request, services)
+        if isinstance(user, JSONResponse):
+            return user
+        body = await _json_body(request, {"arguments_sha256", "scopes", "return_url"})
+        if isinstance(body, JSONResponse):
+            return body
+        sha256 = body.get("arguments_sha256")
+        if not isinstance(sha256, str) or not SHA256_HEX.fullmatch(sha256):
+            return _bad_request("arguments_sha256", "expected 64 lowercase hex digits")
+        action_id = request.path_params["action_id"]
+        try:
+            action = await actions.for_user(user, action_id)
+        except ActionNotFound:
+            return JSONResponse(_NO_ACTION, status_code=404)
+        except Unavailable as exc:
+            return _unavailable_json(exc)
+        spec = await _spec_or_none(services, action.provider)
+        if spec is None:
+            return _unavailable_json(Unavailable("provider_discovery", status=502))
+        checked = await _token_request(services, body, spec)
+        if isinstance(checked, JSONResponse):
+            return checked
+        _, scopes, return_url = checked
+        try:
+            result = await actions.execute(
+                user,
+                action_id,
+                sha256=sha256,
+                spec_for=services.broker.provider,
+                scopes=scopes,
+                return_url=return_url,
+                request_id=_request_id(request),
+            )
+        except ActionNotFound:
+            return JSONResponse(_NO_ACTION, status_code=404)
+        except ActionRefused as exc:
+            return _refused_json(exc)
+        except Unavailable as exc:
+            return _unavailable_json(exc)
+        return _token_answer(result)
+
+    async def result(request: Request) -> Response:
+        user = await _user_or_401(request, services)
+        if isinstance(user, JSONResponse):
+            return user
+        body = await _json_body(request, {"status", "upstream_status", "summary"})
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            outcome = checked_outcome(body)
+        except ValueError as exc:
+            return _bad_request(str(exc).split(" ", 1)[0], str(exc))
+        action_id = request.path_params["action_id"]
+        try:
+            stored = await actions.record(user, action_id, outcome, request_id=_request_id(request))
+        except ActionNotFound:
+            return JSONResponse(_NO_ACTION, status_code=404)
+        except ActionRefused as exc:
+            return _refused_json(exc)
+        except Unavailable as exc:
+            return _unavailable_json(exc)
+        return JSONResponse({"action_id": action_id, "status": DONE, "result": stored.as_json()})
+
+    return [
+        Route("/internal/actions", propose, methods=["POST"]),
+        Route("/internal/actions/{action_id}", read, methods=["GET"]),
+        Route("/internal/actions/{action_id}/token", token, methods=["POST"]),
+        Route("/internal/actions/{action_id}/result", result, methods=["POST"]),
+    ]
 
 
 # -- browser routes (through the ALB) ------------------------------------------------------------
@@ -441,13 +690,95 @@ def public_routes(services: Services) -> list[Route]:
             f"/oauth2/connections?disconnected={spec.name}&revoked={revoked}", status_code=303
         )
 
+    async def approval_user(request: Request) -> VerifiedUser | Response:
+        """The signed-in browser user, from the ALB's header only; any Authorization header,
+        even next to it, refuses the request (whoever holds a bearer token must not approve)."""
+        if "authorization" in request.headers:
+            audit(
+                "request_rejected",
+                outcome="refused",
+                request_id=_request_id(request),
+                reason="bearer_on_approval_route",
+            )
+            return pages.error_page("bearer_on_approval_route", 401)
+        alb_only = Headers(
+            raw=[(k, v) for k, v in request.headers.raw if k.lower() == ALB_HEADER_BYTES]
+        )
+        try:
+            return await services.verifier.verify(token_from_headers(alb_only))
+        except InvalidToken as exc:
+            audit(
+                "request_rejected",
+                outcome="unauthenticated",
+                request_id=_request_id(request),
+                reason=exc.reason,
+            )
+            return pages.error_page("unauthenticated", 401)
+
+    def action_refused_page(exc: ActionRefused) -> Response:
+        if exc.reason == EXPIRED:
+            return pages.error_page("action_expired", 410)
+        return pages.error_page(f"action_{exc.reason}", 409)
+
+    async def action_step(request: Request, step: str) -> Response:
+        user = await approval_user(request)
+        if isinstance(user, Response):
+            return user
+        action_id = request.path_params["action_id"]
+        if step != "open" and not _same_origin(request, base):
+            audit(
+                "request_rejected",
+                outcome="refused",
+                request_id=_request_id(request),
+                user_hash=user.user_hash,
+                action_id=action_id if ACTION_ID.fullmatch(action_id) else None,
+                reason="cross_site_form",
+            )
+            return pages.error_page("cross_site_action", 403)
+        do = {
+            "open": services.actions.open,
+            "approve": services.actions.approve,
+            "deny": services.actions.deny,
+        }[step]
+        try:
+            action = await do(user, action_id, request_id=_request_id(request))
+        except ActionNotFound:
+            return pages.error_page("unknown_action", 404)
+        except ForeignAction:
+            return pages.error_page("foreign_action", 403)
+        except ActionRefused as exc:
+            return action_refused_page(exc)
+        except Unavailable as exc:
+            response = pages.error_page("unavailable", 503)
+            response.headers["retry-after"] = str(exc.retry_after)
+            return response
+        if step != "open":
+            return RedirectResponse(f"/oauth2/actions/{action.action_id}", status_code=303)
+        status = action.status_at(services.actions.now())
+        return pages.action_page(action, status, http_status=410 if status == EXPIRED else 200)
+
+    async def action_page(request: Request) -> Response:
+        return await action_step(request, "open")
+
+    async def approve(request: Request) -> Response:
+        return await action_step(request, "approve")
+
+    async def deny(request: Request) -> Response:
+        return await action_step(request, "deny")
+
     return [
         healthz_route("binder"),
+        Route("/oauth2/actions/{action_id}", action_page, methods=["GET"]),
+        Route("/oauth2/actions/{action_id}/approve", approve, methods=["POST"]),
+        Route("/oauth2/actions/{action_id}/deny", deny, methods=["POST"]),
         Route("/oauth2/authorize/{session_id}", authorize, methods=["GET"]),
         Route("/oauth2/callback/{provider}", callback, methods=["GET"]),
         Route("/oauth2/connections", connections, methods=["GET"]),
         Route("/oauth2/connections/{provider}/disconnect", disconnect, methods=["POST"]),
     ]
+
+
+ALB_HEADER_BYTES = ALB_TOKEN_HEADER.encode("latin-1")
 
 
 def _same_origin(request: Request, base: str) -> bool:

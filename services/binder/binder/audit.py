@@ -25,6 +25,11 @@ EVENTS = frozenset(
         "connection_deleted",
         "vault_unavailable",
         "request_rejected",
+        "action_proposed",
+        "action_approved",
+        "action_denied",
+        "action_executed",
+        "action_refused",
     }
 )
 
@@ -40,9 +45,16 @@ def audit(
     session_id_hash: str | None = None,
     reason: str | None = None,
     revocation: Mapping[str, str] | None = None,
+    action_id: str | None = None,
+    turn_id: str | None = None,
+    tool: str | None = None,
+    arguments_sha256: str | None = None,
+    upstream_status: int | None = None,
 ) -> None:
     """Write one audit line. `reason` is a short code, never free text from a request;
-    `revocation` maps a token kind to the outcome of revoking it upstream (fixed codes)."""
+    `revocation` maps a token kind to the outcome of revoking it upstream (fixed codes).
+    An action is named by its id, tool, turn id (checked printable ASCII) and arguments hash:
+    no parameter can carry an argument value."""
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event}")
     fields: dict[str, object] = {"audit": event, "outcome": outcome}
@@ -54,6 +66,11 @@ def audit(
         ("session", session_id_hash),
         ("reason", reason),
         ("revocation", dict(revocation) if revocation is not None else None),
+        ("action_id", action_id),
+        ("turn_id", turn_id),
+        ("tool", tool),
+        ("arguments_sha256", arguments_sha256),
+        ("upstream_status", upstream_status),
     ):
         if value is not None:
             fields[key] = value

@@ -1,14 +1,19 @@
 """The binder's few HTML pages: plain, escaped, no scripts, nothing from a request echoed
-except values it has checked (provider names from the registry)."""
+except values it has checked (provider names from the registry) and, on the approval page, the
+action's own stored fields, each shown whole with its invisible characters made visible."""
 
 from __future__ import annotations
 
+import json
 import time
+import unicodedata
 from collections.abc import Sequence
 from html import escape
+from typing import Any
 
 from starlette.responses import HTMLResponse
 
+from binder.actions import APPROVED, DENIED, DONE, EXECUTING, EXPIRED, PENDING, SUCCEEDED, Action
 from binder.broker import Connection
 
 _STYLE = """
@@ -19,6 +24,16 @@ p{line-height:1.5}.muted{color:#5b6573;font-size:.9rem}table{width:100%;border-c
 td,th{text-align:left;padding:.6rem .4rem;border-bottom:1px solid #e6e8eb;vertical-align:top}
 button{background:#b42318;color:#fff;border:0;border-radius:6px;padding:.4rem .8rem;
 cursor:pointer}.ok{color:#067647}.warn{color:#b54708}code{font-size:.85rem}
+.wide{max-width:60rem}th.name{width:11rem;word-break:break-all}
+pre.arg{max-height:24rem;overflow:auto;white-space:pre-wrap;overflow-wrap:anywhere;margin:0;
+background:#f6f7f9;border:1px solid #e6e8eb;border-radius:6px;padding:.6rem;font-size:.85rem}
+code.arg{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f7f9;padding:0 .2rem}
+.fmt{background:#fee4e2;color:#b42318;border:1px solid #b42318;border-radius:3px;
+padding:0 .15rem;font-family:monospace;font-weight:600}
+.flag{background:#fffaeb;border:1px solid #b54708;border-radius:8px;padding:.7rem 1rem}
+.decide{margin:1rem 0}.decide form{display:inline-block;margin:0 .6rem 0 0}
+button.approve{background:#067647}button.deny{background:#b42318}
+.kind{display:block;color:#5b6573;font-size:.8rem}
 """
 
 # Page texts by flow error code: what happened and what the user can do.
@@ -93,6 +108,38 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Temporarily unavailable",
         "The provider, or a service this step depends on, did not answer. Nothing was stored. "
         "In a minute, open the authorization link from the agent again: it still works.",
+    ),
+    "unknown_action": (
+        "Unknown action",
+        "This link does not match any action waiting for you. Ask the agent again.",
+    ),
+    "foreign_action": (
+        "This action belongs to someone else",
+        "The approval link was created for another user. The action has been cancelled for "
+        "everyone, and nothing was run.",
+    ),
+    "bearer_on_approval_route": (
+        "Approvals come from your browser only",
+        "This page accepts only your signed-in browser session, never a request that carries "
+        "an access token of its own, so a program holding your token cannot approve for you. "
+        "Nothing was changed. Open the link in your browser.",
+    ),
+    "cross_site_action": (
+        "Request refused",
+        "Approve or deny from the approval page itself. Nothing was changed.",
+    ),
+    "action_denied": (
+        "This action was denied",
+        "It can no longer be approved or run. Ask the agent again if you still want it done.",
+    ),
+    "action_expired": (
+        "This action has expired",
+        "An action must be approved and run within a few minutes of being proposed. Nothing "
+        "was run. Ask the agent again if you still want it done.",
+    ),
+    "action_already_executed": (
+        "This action has already run",
+        "It was approved and the agent has started it, so it can no longer be denied.",
     ),
     "unavailable": (
         "Temporarily unavailable",
@@ -175,3 +222,176 @@ def connections_page(connections: Sequence[Connection], notice: str | None = Non
         "revocation, and deletes the stored tokens.</p>"
     )
     return page("Connected accounts", body)
+
+
+# -- approval page -------------------------------------------------------------------------------
+
+# Argument names that say where an action lands; shown first, and as the page's "target".
+TARGET_NAMES = (
+    "repo",
+    "repository",
+    "owner",
+    "org",
+    "organization",
+    "project",
+    "calendar",
+    "calendar_id",
+    "to",
+    "cc",
+    "bcc",
+    "recipient",
+    "recipients",
+    "channel",
+    "channel_id",
+    "team",
+    "site",
+    "space",
+    "board",
+    "folder",
+    "path",
+    "url",
+)
+
+# Characters that render as nothing, move other text around, or stand for something else:
+# format characters (Cf: bidi controls, zero-width characters, tags), control characters other
+# than newline and tab, line and paragraph separators, private-use and unassigned code points.
+_HIDDEN_CATEGORIES = frozenset({"Cf", "Cc", "Zl", "Zp", "Co", "Cn", "Cs"})
+_SHOWN_AS_IS = frozenset("\n\t")
+
+
+def visible(text: str) -> tuple[str, int]:
+    """HTML for `text`, complete and escaped, with every hidden character (above) replaced by
+    a highlighted escape such as `\\u202e`; and how many there were."""
+    parts: list[str] = []
+    run_start = 0
+    hidden = 0
+    for i, char in enumerate(text):
+        if char in _SHOWN_AS_IS or unicodedata.category(char) not in _HIDDEN_CATEGORIES:
+            continue
+        hidden += 1
+        parts.append(escape(text[run_start:i]))
+        point = ord(char)
+        code = f"\\u{point:04x}" if point <= 0xFFFF else f"\\U{point:08x}"
+        name = unicodedata.name(char, "unnamed character")
+        parts.append(f'<span class=fmt title="{escape(name)}">{code}</span>')
+        run_start = i + 1
+    parts.append(escape(text[run_start:]))
+    return "".join(parts), hidden
+
+
+def _argument_value(value: Any) -> tuple[str, int]:
+    """A value as a labelled block: text verbatim, anything else as indented JSON."""
+    if isinstance(value, str):
+        body, hidden = visible(value)
+        kind = f"text, {len(value)} characters"
+        block = "pre" if "\n" in value or len(value) > 80 else "code"
+    else:
+        text = json.dumps(value, ensure_ascii=False, indent=2)
+        body, hidden = visible(text)
+        kind = {bool: "true or false", int: "number", float: "number", list: "list"}.get(
+            type(value), "null" if value is None else "object"
+        )
+        block = "pre" if "\n" in text or len(text) > 80 else "code"
+    return f"<{block} class=arg>{body}</{block}><span class=kind>{kind}</span>", hidden
+
+
+def _utc(epoch: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+def _status_note(action: Action, status: str) -> str:
+    if status == PENDING:
+        return "<p>The agent asks to do this for you. Nothing runs unless you approve it.</p>"
+    if status == APPROVED:
+        return (
+            "<p class=ok><strong>Approved.</strong> The agent may now run it once, with "
+            "exactly these arguments. You can still deny it until it starts.</p>"
+        )
+    if status == EXECUTING:
+        return "<p class=ok><strong>Approved and running.</strong> It runs once.</p>"
+    if status == DONE and action.outcome is not None:
+        outcome = action.outcome
+        upstream = (
+            f" (the provider answered HTTP {outcome.upstream_status})"
+            if outcome.upstream_status is not None
+            else ""
+        )
+        word = "succeeded" if outcome.status == SUCCEEDED else "failed"
+        summary, _ = visible(outcome.summary)
+        return (
+            f"<p class={'ok' if outcome.status == SUCCEEDED else 'warn'}><strong>Done: it "
+            f"{word}{escape(upstream)}.</strong></p><pre class=arg>{summary}</pre>"
+        )
+    if status == DENIED:
+        return "<p class=warn><strong>Denied.</strong> The agent cannot run it.</p>"
+    if status == EXPIRED:
+        return (
+            "<p class=warn><strong>Expired.</strong> It was not approved and run in time, and "
+            "can no longer run. Ask the agent again if you still want it done.</p>"
+        )
+    return f"<p>{escape(status)}</p>"
+
+
+def action_page(action: Action, status: str, *, http_status: int = 200) -> HTMLResponse:
+    """Every field of the action, every argument whole; Approve and Deny while it can change."""
+    arguments = action.arguments
+    names = [n for n in TARGET_NAMES if n in arguments]
+    names += [n for n in arguments if n not in names]
+    hidden = 0
+    rows = []
+    for name in names:
+        key, hidden_key = visible(name)
+        value, hidden_value = _argument_value(arguments[name])
+        hidden += hidden_key + hidden_value
+        rows.append(f"<tr><th class=name>{key}</th><td>{value}</td></tr>")
+    targets = []
+    for name in (n for n in TARGET_NAMES if n in arguments):
+        value, _ = _argument_value(arguments[name])
+        targets.append(f"<div><strong>{escape(name)}</strong>: {value}</div>")
+    flag = (
+        f"<p class=flag role=alert><strong>Warning: the arguments contain {hidden} invisible "
+        "formatting or control character(s)</strong>, such as bidirectional-text controls or "
+        "zero-width characters, which can make text read differently from what it is. Each "
+        "is shown below as a highlighted escape like <span class=fmt>\\u202e</span>. Deny "
+        "unless you expect them.</p>"
+        if hidden
+        else ""
+    )
+    decide = ""
+    base = f"/oauth2/actions/{escape(action.action_id)}"
+    if status == PENDING:
+        decide = (
+            "<div class=decide>"
+            f'<form method=post action="{base}/approve"><button type=submit class=approve>'
+            "Approve</button></form>"
+            f'<form method=post action="{base}/deny"><button type=submit class=deny>'
+            "Deny</button></form></div>"
+        )
+    elif status == APPROVED:
+        decide = (
+            f'<div class=decide><form method=post action="{base}/deny"><button type=submit '
+            "class=deny>Deny after all</button></form></div>"
+        )
+    table = f"<table><tbody>{''.join(rows)}</tbody></table>" if rows else "<p>No arguments.</p>"
+    title = f"Approve {action.tool} on {action.provider}?"
+    body = (
+        f"<h1>{escape(title)}</h1>{flag}{_status_note(action, status)}"
+        "<table><tbody>"
+        f"<tr><th class=name>Action</th><td><code>{escape(action.tool)}</code></td></tr>"
+        f"<tr><th class=name>Provider</th><td>{escape(action.provider)}</td></tr>"
+        "<tr><th class=name>Target</th><td>"
+        f"{''.join(targets) or '<span class=muted>none named in the arguments</span>'}</td></tr>"
+        "</tbody></table>"
+        f"<h2>Arguments, complete</h2>{table}{decide}"
+        "<p class=muted>"
+        f"Arguments SHA-256 (RFC 8785 canonical JSON): <code>{escape(action.arguments_sha256)}"
+        f"</code><br>Expires: {escape(_utc(action.deadline))}<br>"
+        f"Chat turn: <code>{escape(action.turn_id)}</code></p>"
+    )
+    html = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width,initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body><main class=wide>{body}</main></body></html>"
+    )
+    return HTMLResponse(html, status_code=http_status)

@@ -12,6 +12,8 @@ also checked here because TTL deletion is not immediate):
   bound on open sessions per user).
 - `lease#{user_hash}#{provider}`: which binder task may refresh that token right now; the
   holder renews it while its provider call runs, so a slow provider cannot outlast it.
+- `action#{id}` and `openactions#{user_hash}`: approval-bound actions, written by
+  `binder/actions.py` through `SessionStore.call` (see there).
 
 State is never kept in a process, so a flow started on one binder task completes on another.
 """
@@ -41,12 +43,16 @@ class SessionStoreUnavailable(Exception):
         self.code = code
 
 
-class TooManySessions(Exception):
-    """The user already opened the most authorization sessions allowed in the window."""
+class WindowFull(Exception):
+    """A per-user counter (`count_in_window`) reached its limit for the current window."""
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__("too many open authorization sessions")
+        super().__init__("window full")
         self.retry_after = retry_after
+
+
+class TooManySessions(WindowFull):
+    """The user already opened the most authorization sessions allowed in the window."""
 
 
 class TransitionRefused(Exception):
@@ -141,7 +147,7 @@ class SessionStore:
                 Item=item,
                 ConditionExpression="attribute_not_exists(pk)",
             )
-        except _Refused:
+        except ConditionFailed:
             # The id is 192 random bits: the only item it can meet is this very put, applied
             # by an attempt whose answer was lost and retried by botocore.
             stored = await self.get(session.session_id)
@@ -155,9 +161,20 @@ class SessionStore:
         Sessions live `ttl` seconds and a user may open at most `max_sessions_per_user` per
         window of that length, so at any moment one user holds at most twice that many (two
         windows overlap): a signed-in user, or an agent acting for one, cannot fill the table.
-        One conditional write per new session; the window starts with the first session.
         """
-        key = {"pk": {"S": f"opensessions#{user_hash}"}}
+        try:
+            await self.count_in_window(
+                f"opensessions#{user_hash}", limit=self._max_sessions, window=self._ttl
+            )
+        except WindowFull as exc:
+            raise TooManySessions(exc.retry_after) from None
+
+    async def count_in_window(self, counter: str, *, limit: int, window: int) -> None:
+        """Count one more item against the counter `counter` (its `pk`), or raise WindowFull.
+
+        At most `limit` per window of `window` seconds; the window starts with the first item.
+        One conditional write per counted item."""
+        key = {"pk": {"S": counter}}
         for _ in range(2):
             now = int(self._clock())
             try:
@@ -170,11 +187,11 @@ class SessionStore:
                     ExpressionAttributeValues={
                         ":one": {"N": "1"},
                         ":now": {"N": str(now)},
-                        ":max": {"N": str(self._max_sessions)},
+                        ":max": {"N": str(limit)},
                     },
                 )
                 return
-            except _Refused:
+            except ConditionFailed:
                 pass
             try:
                 await self._call(
@@ -183,20 +200,20 @@ class SessionStore:
                     Item={
                         **key,
                         "n": {"N": "1"},
-                        "window_ends": {"N": str(now + self._ttl)},
-                        "expires_at": {"N": str(now + self._ttl)},
+                        "window_ends": {"N": str(now + window)},
+                        "expires_at": {"N": str(now + window)},
                     },
                     ConditionExpression="attribute_not_exists(pk) OR window_ends <= :now",
                     ExpressionAttributeValues={":now": {"N": str(now)}},
                 )
                 return
-            except _Refused:
+            except ConditionFailed:
                 pass  # a live, full window; or another request just opened one: look again
         item = (
             await self._call("get_item", TableName=self._table, Key=key, ConsistentRead=True)
         ).get("Item") or {}
         ends = int(item.get("window_ends", {}).get("N", "0"))
-        raise TooManySessions(retry_after=max(1, ends - int(self._clock())))
+        raise WindowFull(retry_after=max(1, ends - int(self._clock())))
 
     async def get(self, session_id: str) -> AuthSession | None:
         response = await self._call(
@@ -282,7 +299,7 @@ class SessionStore:
                     },
                 ],
             )
-        except _Refused:
+        except ConditionFailed:
             raise TransitionRefused from None
 
     async def consume_state(self, state: str) -> PendingState | None:
@@ -295,7 +312,7 @@ class SessionStore:
                 ConditionExpression="attribute_exists(pk)",
                 ReturnValues="ALL_OLD",
             )
-        except _Refused:
+        except ConditionFailed:
             return None
         item = response.get("Attributes") or {}
         if not item or int(item["expires_at"]["N"]) <= self._clock():
@@ -323,7 +340,7 @@ class SessionStore:
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues=values,
             )
-        except _Refused:
+        except ConditionFailed:
             raise TransitionRefused from None
 
     async def fail(self, session_id: str) -> bool:
@@ -370,7 +387,7 @@ class SessionStore:
                     ":owner": {"S": owner},
                 },
             )
-        except _Refused:
+        except ConditionFailed:
             return False
         return True
 
@@ -391,13 +408,13 @@ class SessionStore:
                     ":ttl": {"N": str(until_ms // 1000 + 1)},
                 },
             )
-        except _Refused:
+        except ConditionFailed:
             return False
         return True
 
     async def release_lease(self, key: str, *, owner: str) -> None:
         # Refused: it expired and another task holds it now, so it is not ours to delete.
-        with contextlib.suppress(_Refused):
+        with contextlib.suppress(ConditionFailed):
             await self._call(
                 "delete_item",
                 TableName=self._table,
@@ -407,6 +424,12 @@ class SessionStore:
                 ExpressionAttributeValues={":owner": {"S": owner}},
             )
 
+    async def call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        """One DynamoDB operation on this table's client, for other stores of the same table
+        (`binder/actions.py`): a failed condition raises ConditionFailed, an AWS failure
+        SessionStoreUnavailable. Only the operations this module calls are granted."""
+        return await self._call(operation, **kwargs)
+
     async def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         self.aws_calls += 1
         method = getattr(self._client, operation)
@@ -415,15 +438,15 @@ class SessionStore:
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
             if code == "ConditionalCheckFailedException":
-                raise _Refused from None
+                raise ConditionFailed from None
             if code == "TransactionCanceledException":
                 # Refused only when a condition failed; a conflict with another transaction
                 # or throttling is an outage to retry, not a used session.
                 reasons = exc.response.get("CancellationReasons") or []
                 if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
-                    raise _Refused from None
+                    raise ConditionFailed from None
                 if not reasons:
-                    raise _Refused from None
+                    raise ConditionFailed from None
                 raise SessionStoreUnavailable("TransactionConflict") from None
             raise SessionStoreUnavailable(code) from None
         except BotoCoreError as exc:
@@ -431,5 +454,5 @@ class SessionStore:
         return result
 
 
-class _Refused(Exception):
-    pass
+class ConditionFailed(Exception):
+    """A conditional write found the item in another state (for `call`'s users too)."""

@@ -49,6 +49,10 @@ class Settings:
     session_ttl_seconds: int
     # Authorization sessions one user may open per session-TTL window.
     max_sessions_per_user: int
+    # How long a proposed action may wait for approval and execution.
+    action_ttl_seconds: int
+    # Actions one user (or the agent acting for one) may propose per action-TTL window.
+    max_actions_per_user: int
     refresh_skew_seconds: int
     lease_seconds: int
     cache_ttl_seconds: int
@@ -96,6 +100,8 @@ class Settings:
             allow_insecure_loopback=insecure,
             session_ttl_seconds=env_int(env, "SESSION_TTL_SECONDS", 600, low=60, high=3600),
             max_sessions_per_user=env_int(env, "MAX_SESSIONS_PER_USER", 20, low=1, high=1000),
+            action_ttl_seconds=env_int(env, "ACTION_TTL_SECONDS", 600, low=10, high=3600),
+            max_actions_per_user=env_int(env, "MAX_ACTIONS_PER_USER", 20, low=1, high=1000),
             refresh_skew_seconds=env_int(env, "REFRESH_SKEW_SECONDS", 300, low=0, high=3600),
             lease_seconds=env_int(env, "REFRESH_LEASE_SECONDS", 30, low=5, high=300),
             cache_ttl_seconds=env_int(env, "TOKEN_CACHE_SECONDS", 60, low=0, high=3600),
