@@ -248,8 +248,19 @@ def test_a_write_runs_once_after_approval_in_the_browser(stack: Stack, browser: 
     _login(page, stack.url, "alice", USERS["alice"])
     body = "line one\n" + "x" * 3000
     page.fill("#message", f'create a note "Browser test": {body}')
-    page.click("#send")
+    with page.expect_response(f"{stack.url}/app/chat") as proposed:
+        page.click("#send")
+    action_id = proposed.value.json()["approval_required"]["action_id"]
+    card = page.wait_for_selector("[data-testid=approval-card]")
+    _shot(page, "09-approval-card")
+    assert "Browser test" in card.inner_text()
+    assert "x" * 3000 in card.inner_text(), "the whole body is on the card"
+    assert _notes_writes(stack)["writes"] == before["writes"], "nothing ran before approval"
+
+    # Approving runs it; the first run needs the notes service connected (consent once).
+    page.click("[data-testid=approve]")
     connect = page.wait_for_selector("[data-testid=connect-notes]")
+    assert _notes_writes(stack)["writes"] == before["writes"]
     with page.expect_popup() as popup_info:
         connect.click()
     consent = popup_info.value
@@ -259,14 +270,12 @@ def test_a_write_runs_once_after_approval_in_the_browser(stack: Stack, browser: 
     consent.close()
 
     page.click("[data-testid=retry]")
-    card = page.wait_for_selector("[data-testid=approval-card]")
-    _shot(page, "09-approval-card")
-    assert "Browser test" in card.inner_text()
-    assert "x" * 3000 in card.inner_text(), "the whole body is on the card"
-    assert _notes_writes(stack)["writes"] == before["writes"], "nothing ran before approval"
-
-    page.click("[data-testid=approve]")
     page.wait_for_selector(".msg.assistant >> text=/Done: create a note/")
     _shot(page, "10-approved-and-done")
+    assert _notes_writes(stack)["writes"] == before["writes"] + 1
+    # Sending the confirmation again (same session) replays the outcome, writes nothing more.
+    again = page.request.post(f"{stack.url}/app/chat", data={"confirm_action": action_id})
+    assert again.json()["action_result"]["status"] == "succeeded"
+    assert again.json()["action_result"]["replayed"] is True
     assert _notes_writes(stack)["writes"] == before["writes"] + 1
     context.close()  # type: ignore[attr-defined]
