@@ -22,9 +22,7 @@ Run alone: python bench/approval_bench.py (prints the JSON report).
 from __future__ import annotations
 
 import json
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from devstack import procs  # noqa: E402
+from devstack import running  # noqa: E402
 
 ROUNDS = 12
 WARMUP = 2
@@ -55,46 +53,6 @@ def _percentile(values: list[float], p: float) -> float:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
-
-
-def _start(logs: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    ports = {name: procs.free_port() for name in ("port", "moto-port", "notes-port")}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "devstack",
-            *[arg for name, port in ports.items() for arg in (f"--{name}", str(port))],
-            "--logs",
-            str(logs),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    urls = {name: f"http://{procs.LOOPBACK}:{port}" for name, port in ports.items()}
-    deadline = time.monotonic() + 120
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError("the local stack exited early (see its logs)")
-        try:
-            httpx2.get(f"{urls['port']}/_edge/healthz", timeout=2, trust_env=False)
-            return process, urls
-        except httpx2.HTTPError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("the local stack did not come up in 120 s") from None
-            time.sleep(0.2)
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
 
 
 def _connect_notes(browser: httpx2.Client, plain: httpx2.Client, sub: str) -> None:
@@ -141,9 +99,10 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
     from devstack.__main__ import PROVIDER, USERS
 
     with tempfile.TemporaryDirectory(prefix="approval-bench-") as tmp:
-        process, urls = _start(Path(tmp))
+        stack = running.start(("moto-port", "notes-port"), Path(tmp), timeout=120)
+        urls = stack.urls
         try:
-            edge = urls["port"]
+            edge = stack.edge
             browser = httpx2.Client(
                 base_url=edge,
                 timeout=TIMEOUT_S,
@@ -168,7 +127,7 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
                     reads.append(_read_turn(browser))
                 after = plain.get(f"{urls['notes-port']}/_test/writes").json()["writes"]
         finally:
-            _stop(process)
+            stack.stop()
     totals = [s["total"] for s in samples]
     read_median = statistics.median(reads)
     ratio = round(statistics.median(totals) / read_median, 2)

@@ -8,28 +8,20 @@ from __future__ import annotations
 
 import base64
 import json
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
 import pytest
 
-from devstack import procs
-
-ROOT = Path(__file__).resolve().parents[2]
+from devstack.running import StackDidNotStart, start
 
 
 @dataclass
 class Stack:
-    process: subprocess.Popen[str]
     edge: str
     moto: str
     notes: str
@@ -37,50 +29,17 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    ports = {name: procs.free_port() for name in ("port", "moto-port", "notes-port")}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "devstack",
-            *[arg for name, port in ports.items() for arg in (f"--{name}", str(port))],
-            "--logs",
-            str(tmp_path_factory.mktemp("approval-logs")),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://{procs.LOOPBACK}"
-    running = Stack(
-        process=process,
-        edge=f"{base}:{ports['port']}",
-        moto=f"{base}:{ports['moto-port']}",
-        notes=f"{base}:{ports['notes-port']}",
-    )
+    logs = tmp_path_factory.mktemp("approval-logs")
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"make dev exited early: {process.stdout.read() if process.stdout else ''}"
-                )
-            try:
-                httpx2.get(f"{running.edge}/_edge/healthz", timeout=2, trust_env=False)
-                break
-            except httpx2.HTTPError:
-                if time.monotonic() > deadline:
-                    pytest.fail("the local stack did not come up")
-                time.sleep(0.1)
-        yield running
+        running = start(("moto-port", "notes-port"), logs)
+    except StackDidNotStart as exc:
+        pytest.fail(str(exc))
+    try:
+        yield Stack(
+            edge=running.edge, moto=running.urls["moto-port"], notes=running.urls["notes-port"]
+        )
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        running.stop()
 
 
 def _browser(stack: Stack, user: str) -> httpx2.Client:

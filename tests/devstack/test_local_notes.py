@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
-import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from devstack import procs
+from devstack.running import StackDidNotStart, start
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,57 +36,24 @@ class Stack:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    ports = {
-        name: procs.free_port()
-        for name in ("port", "moto-port", "provider-port", "notes-port", "binder-internal-port")
-    }
-    logs = tmp_path / "logs"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "devstack",
-            *[arg for name, port in ports.items() for arg in (f"--{name}", str(port))],
-            "--logs",
-            str(logs),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://{procs.LOOPBACK}"
-    running = Stack(
-        process=process,
-        edge=f"{base}:{ports['port']}",
-        moto=f"{base}:{ports['moto-port']}",
-        provider=f"{base}:{ports['provider-port']}",
-        notes=f"{base}:{ports['notes-port']}",
-        binder_internal=f"{base}:{ports['binder-internal-port']}",
-        logs=logs,
-    )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                out = process.stdout.read() if process.stdout else ""
-                pytest.fail(f"make dev exited early: {out}")
-            try:
-                httpx2.get(f"{running.edge}/_edge/healthz", timeout=2, trust_env=False)
-                break
-            except httpx2.HTTPError:
-                if time.monotonic() > deadline:
-                    pytest.fail("the local stack did not come up")
-                time.sleep(0.1)
-        yield running
+        running = start(
+            ("moto-port", "provider-port", "notes-port", "binder-internal-port"), tmp_path / "logs"
+        )
+    except StackDidNotStart as exc:
+        pytest.fail(str(exc))
+    try:
+        yield Stack(
+            process=running.process,
+            edge=running.edge,
+            moto=running.urls["moto-port"],
+            provider=running.urls["provider-port"],
+            notes=running.urls["notes-port"],
+            binder_internal=running.urls["binder-internal-port"],
+            logs=running.logs,
+        )
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        running.stop()
 
 
 def _cognito_access_token(stack: Stack) -> str:

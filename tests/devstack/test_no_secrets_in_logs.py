@@ -19,8 +19,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
-import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,7 +28,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from devstack import aws, procs
+from devstack import aws
+from devstack.running import StackDidNotStart, start
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDER = "demo"
@@ -69,60 +68,23 @@ class Stack:
     logs: Path
 
 
-def _wait(url: str, process: subprocess.Popen[str], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"make dev exited early: {process.stdout.read() if process.stdout else ''}")
-        try:
-            httpx2.get(url, timeout=2, trust_env=False)
-            return
-        except httpx2.HTTPError:
-            time.sleep(0.1)
-    pytest.fail("the local stack did not come up")
-
-
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    ports = {
-        name: procs.free_port()
-        for name in ("port", "moto-port", "provider-port", "binder-internal-port")
-    }
-    logs = tmp_path / "logs"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "devstack",
-            *[arg for name, port in ports.items() for arg in (f"--{name}", str(port))],
-            "--logs",
-            str(logs),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://{procs.LOOPBACK}"
-    running = Stack(
-        process=process,
-        edge=f"{base}:{ports['port']}",
-        moto=f"{base}:{ports['moto-port']}",
-        provider=f"{base}:{ports['provider-port']}",
-        binder_internal=f"{base}:{ports['binder-internal-port']}",
-        logs=logs,
-    )
     try:
-        _wait(f"{running.edge}/_edge/healthz", process)
-        yield running
+        running = start(("moto-port", "provider-port", "binder-internal-port"), tmp_path / "logs")
+    except StackDidNotStart as exc:
+        pytest.fail(str(exc))
+    try:
+        yield Stack(
+            process=running.process,
+            edge=running.edge,
+            moto=running.urls["moto-port"],
+            provider=running.urls["provider-port"],
+            binder_internal=running.urls["binder-internal-port"],
+            logs=running.logs,
+        )
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)  # what Ctrl-C sends
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        running.stop()
 
 
 def _stop(stack: Stack) -> None:
