@@ -94,6 +94,17 @@ def _invalid(message: str) -> ToolError:
     return ToolError("invalid_arguments", message)
 
 
+def _check_title_and_body(args: Mapping[str, Any]) -> None:
+    """A one-line, non-blank title and a body without control characters (newlines and tabs
+    are fine): what an issue or a note may hold."""
+    if not args["title"].strip():
+        raise _invalid('"title" must not be blank')
+    if _CONTROL_RE.search(args["title"]):
+        raise _invalid('"title" must be a single line without control characters')
+    if _BODY_CONTROL_RE.search(args["body"]):
+        raise _invalid('"body" must not contain control characters')
+
+
 def _label(name: str) -> str:
     """An argument name as quoted in an error message (bounded: names come from the model)."""
     return json.dumps(name[:64])
@@ -821,12 +832,7 @@ class GithubCreateIssue(_BaseTool):
         _owner, _, name = args["repository"].partition("/")
         if name in (".", ".."):
             raise _invalid('"repository" has the wrong format')
-        if not args["title"].strip():
-            raise _invalid('"title" must not be blank')
-        if _CONTROL_RE.search(args["title"]):
-            raise _invalid('"title" must be a single line without control characters')
-        if _BODY_CONTROL_RE.search(args["body"]):
-            raise _invalid('"body" must not contain control characters')
+        _check_title_and_body(args)
         return args
 
     def describe(self, arguments: Mapping[str, Any]) -> str:
@@ -1208,12 +1214,7 @@ class NotesCreate(_BaseTool):
 
     def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         args = super().validate(arguments)
-        if not args["title"].strip():
-            raise _invalid('"title" must not be blank')
-        if _CONTROL_RE.search(args["title"]):
-            raise _invalid('"title" must be a single line without control characters')
-        if _BODY_CONTROL_RE.search(args["body"]):
-            raise _invalid('"body" must not contain control characters')
+        _check_title_and_body(args)
         return args
 
     def describe(self, arguments: Mapping[str, Any]) -> str:
