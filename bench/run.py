@@ -102,7 +102,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"| propose / approve / execute, p50 | {rt['propose']} / {rt['approve']} / "
         f"{rt['execute']} ms | |",
         f"| read-only chat turn, p50 | {r['read_turn_ms_p50']} ms | |",
-        f"| ratio round trip / read turn | {r['ratio']}x | <= {r['ratio_target']}x |",
+        f"| ratio round trip / read turn | {r['ratio']}x | reported |",
         f"| notes written | {r['writes']} | {r['writes_expected']} (one per round) |",
         f"| result | {'PASS' if r['pass'] else 'FAIL'} | |",
         "",
