@@ -60,6 +60,7 @@ class FakeBinder:
     actions: dict[str, StoredAction] = field(default_factory=dict)
     requests: list[httpx2.Request] = field(default_factory=list)
     token_requests: list[dict[str, Any]] = field(default_factory=list)
+    action_token_bodies: list[dict[str, Any]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ the browser's part
 
@@ -194,6 +195,8 @@ class FakeBinder:
         return view
 
     def _token(self, action: StoredAction, body: dict[str, Any]) -> httpx2.Response:
+        self.action_token_bodies.append(body)
+
         def refused(reason: str, **extra: Any) -> httpx2.Response:
             return httpx2.Response(409, json={"error": "action_refused", "reason": reason, **extra})
 

@@ -414,6 +414,20 @@ async def test_a_confirmation_runs_once_however_often_it_is_sent() -> None:
 
 
 @pytest.mark.anyio
+async def test_the_execution_token_is_asked_for_with_the_tools_scopes() -> None:
+    """A connection without the tool's scopes must be a consent answer (the approval stays),
+    never a narrower token that the provider refuses, which would use the approval up."""
+    binder = FakeBinder()
+    chat, _ = await propose(binder, FakeTool(WRITE))
+    action_id = binder.only().action_id
+    binder.approve(action_id)
+    await turn(chat, "confirm", confirm_action=action_id)
+    (body,) = binder.action_token_bodies
+    assert body["scopes"] == list(WRITE.scopes)
+    assert body["arguments_sha256"] == binder.only().arguments_sha256
+
+
+@pytest.mark.anyio
 async def test_parallel_confirmations_run_once_and_all_report_the_outcome() -> None:
     binder = FakeBinder()
     tool = FakeTool(WRITE, delay=0.3)
@@ -514,6 +528,10 @@ async def test_another_users_action_cannot_be_confirmed() -> None:
         ("body", "\ufeff"),  # ZERO WIDTH NO-BREAK SPACE
         ("body", "\U000e0041"),  # TAG LATIN CAPITAL LETTER A
         ("body", "\u00ad"),  # SOFT HYPHEN
+        ("title", "\ufe01"),  # VARIATION SELECTOR-2: 256 of them carry a byte each
+        ("body", "\U000e0100"),  # VARIATION SELECTOR-17
+        ("body", "\u3164"),  # HANGUL FILLER
+        ("title", "\u034f"),  # COMBINING GRAPHEME JOINER
     ],
 )
 async def test_format_characters_in_a_data_changing_call_are_refused(field: str, char: str) -> None:

@@ -1211,3 +1211,13 @@ def test_every_built_in_tool_declares_its_effect() -> None:
         "github_create_issue",
         "notes_create",
     ]
+
+
+def test_the_invisible_character_rule_spares_typed_emoji_only() -> None:
+    from agent.text import format_characters
+
+    assert format_characters("I \u2764\ufe0f it \U0001f44d") == []  # presentation selector
+    assert format_characters("x\ufe0f") == ["U+FE0F"]  # after a letter it hides nothing
+    assert format_characters("\U0001f600\ufe00\ufe0f") == ["U+FE00", "U+FE0F"]
+    assert format_characters("a\nb\tc") == []
+    assert format_characters("a\rb") == ["U+000D"]

@@ -491,6 +491,22 @@ def test_bidi_and_zero_width_characters_are_shown_as_escapes_and_flagged(
     assert "class=flag" not in plain
 
 
+def test_variation_selectors_and_fillers_are_shown_as_escapes_and_flagged(
+    binder: Harness,
+) -> None:
+    """256 variation selectors carry a byte each behind one emoji; fillers draw nothing."""
+    alice = binder.cognito.token("alice")
+    secret = "".join(chr(0xFE00 + (b >> 4)) + chr(0xFE00 + (b & 15)) for b in b"ghp_x")
+    arguments = {"title": "Meeting notes \U0001f600" + secret, "body": "a\u3164b\u034fc\U000e0100"}
+    text = page(binder, alice, proposed(binder, alice, arguments)["action_id"]).text
+    assert "class=flag" in text
+    for code in ("\\ufe06", "\\ufe07", "\\u3164", "\\u034f", "\\U000e0100"):
+        assert f">{code}</span>" in text
+    # An emoji's own presentation selector is how emoji are typed: shown as it is.
+    plain = page(binder, alice, proposed(binder, alice, {"title": "ok \u2764\ufe0f"})["action_id"])
+    assert "class=flag" not in plain.text
+
+
 def test_target_arguments_are_shown_first(binder: Harness) -> None:
     alice = binder.cognito.token("alice")
     arguments = {"body": "the-body", "title": "t", "repo": "acme/widgets", "channel": "#general"}

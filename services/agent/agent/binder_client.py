@@ -204,7 +204,9 @@ class BinderClient:
     ) -> ProviderToken | ConsentNeeded | ActionRefused:
         """The token for running this approved action, once; ActionRefused (409) otherwise."""
         url = f"{self._actions}/{quote(_action_id(action_id), safe='')}/token"
-        body = {"arguments_sha256": arguments_sha256}
+        # The tool's scopes: a connection that lacks them is a consent answer (the approval
+        # stays), not a token the provider will refuse (which would use up the approval).
+        body = {"arguments_sha256": arguments_sha256, "scopes": list(scopes)}
         response = await self._send("POST", url, user_token, request_id, body)
         data = self._json(response)
         if response.status_code == 409:

@@ -10,8 +10,9 @@ from elsewhere (a model, a provider's API) gets U+FFFD instead, as a browser's T
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Final
+
+from svc_common.invisible import hidden_characters
 
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 REPLACEMENT: Final = "\ufffd"
@@ -28,14 +29,11 @@ def replace_lone_surrogates(text: str) -> str:
 
 
 def format_characters(text: str) -> list[str]:
-    """The Unicode format characters (category Cf: bidi controls, zero-width characters, tags)
-    in `text`, as "U+XXXX", in order of appearance, each once.
+    """The invisible characters in `text` (svc_common/invisible.py: format characters such as
+    bidi controls and zero-width characters, variation selectors, fillers, controls other than
+    newline and tab), as "U+XXXX", in order of appearance, each once.
 
-    They are invisible, and some reorder or hide the text around them: a title that reads one
-    way on screen can say another thing to the provider.
+    They are invisible, and some reorder or hide the text around them or carry data: a title
+    that reads one way on screen can say another thing to the provider.
     """
-    seen: dict[str, None] = {}
-    for char in text:
-        if unicodedata.category(char) == "Cf":
-            seen.setdefault(f"U+{ord(char):04X}", None)
-    return list(seen)
+    return hidden_characters(text)

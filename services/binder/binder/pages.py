@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse
 
 from binder.actions import APPROVED, DENIED, DONE, EXECUTING, EXPIRED, PENDING, SUCCEEDED, Action
 from binder.broker import Connection
+from svc_common.invisible import is_hidden
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;
@@ -252,21 +253,16 @@ TARGET_NAMES = (
     "url",
 )
 
-# Characters that render as nothing, move other text around, or stand for something else:
-# format characters (Cf: bidi controls, zero-width characters, tags), control characters other
-# than newline and tab, line and paragraph separators, private-use and unassigned code points.
-_HIDDEN_CATEGORIES = frozenset({"Cf", "Cc", "Zl", "Zp", "Co", "Cn", "Cs"})
-_SHOWN_AS_IS = frozenset("\n\t")
-
 
 def visible(text: str) -> tuple[str, int]:
-    """HTML for `text`, complete and escaped, with every hidden character (above) replaced by
+    """HTML for `text`, complete and escaped, with every hidden character (svc_common/invisible.py:
+    format and control characters, variation selectors, fillers ...) replaced by
     a highlighted escape such as `\\u202e`; and how many there were."""
     parts: list[str] = []
     run_start = 0
     hidden = 0
     for i, char in enumerate(text):
-        if char in _SHOWN_AS_IS or unicodedata.category(char) not in _HIDDEN_CATEGORIES:
+        if not is_hidden(char, text[i - 1] if i else ""):
             continue
         hidden += 1
         parts.append(escape(text[run_start:i]))

@@ -22,9 +22,12 @@
   const MAX_STORED_ENTRIES = 200; // kept in sessionStorage
   const SESSION_EXPIRED = "Your session has expired — reload the page to sign in again.";
   const ACTION_ID = /^[A-Za-z0-9_-]{1,128}$/;
-  // Characters shown as escapes in an action's fields: Unicode format characters (bidi
-  // controls, zero-width characters, tags) and control characters other than tab and newlines.
-  const INVISIBLE = /[\p{Cf}\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/gu;
+  // Characters shown as escapes in an action's fields, the rule of svc_common/invisible.py:
+  // format, control (other than tab and newline), separator, private-use, unassigned and
+  // surrogate code points, and the default-ignorable ones (variation selectors, fillers), except
+  // U+FE0F right after a symbol (an emoji's presentation selector).
+  const INVISIBLE =
+    /(?<!\p{So})\uFE0F|[\p{Cf}\p{Zl}\p{Zp}\p{Co}\p{Cn}\p{Cs}\u0000-\u0008\u000b-\u001f\u007f-\u009f\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0e\uffa0\ufff0-\ufff8\u{1bca0}-\u{1bca3}\u{1d173}-\u{1d17a}\u{e0000}-\u{e0fff}]/gu;
 
   const REASONS = {
     no_connection: "not connected yet",
