@@ -374,7 +374,8 @@ def _route(path: str) -> tuple[str, bool] | None:
     return None
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None past `limit` bytes (declared or streamed): never read whole first."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         return None
@@ -458,7 +459,7 @@ def create_edge(
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
             return PlainTextResponse("Send the sign-in form", 415)
-        body = await _read_body(request, MAX_FORM_BYTES)
+        body = await read_body(request, MAX_FORM_BYTES)
         if body is None:
             return PlainTextResponse("Request body too large", 413)
         try:
@@ -533,7 +534,7 @@ def create_edge(
     async def proxy(request: Request, name: str, access_token: str | None) -> Response:
         if client is None:
             raise RuntimeError("the edge's upstream client starts with the app's lifespan")
-        body = await _read_body(request, MAX_PROXY_BODY_BYTES)
+        body = await read_body(request, MAX_PROXY_BODY_BYTES)
         if body is None:
             return PlainTextResponse("Request body too large", 413)
         raw_path = bytes(request.scope.get("raw_path") or request.url.path.encode())

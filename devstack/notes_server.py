@@ -56,6 +56,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from devstack import logs
+from devstack.edge import read_body
 
 LOOPBACK = "127.0.0.1"
 SCOPE = "notes"
@@ -276,20 +277,6 @@ def _text_problem(value: object, name: str, *, low: int, high: int) -> str | Non
     return None
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -325,7 +312,7 @@ def create_app(
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             return _invalid(None, "send a JSON object (content-type: application/json)", 415)
-        raw = await _read_body(request, MAX_REQUEST_BYTES)
+        raw = await read_body(request, MAX_REQUEST_BYTES)
         if raw is None:
             return _invalid(None, f"the request body is over {MAX_REQUEST_BYTES} bytes", 413)
         try:
