@@ -11,7 +11,8 @@ It keeps the contract the real binder keeps (services/binder, docs in the agent 
 - `POST /internal/actions/{id}/result`: once (a second is 409).
 Approval and denial happen here through `approve` / `deny` (the browser's part, which the
 agent cannot do: the real routes refuse any request with an Authorization header).
-The user is the bearer token the agent forwards.
+The user is the issuer and subject of the bearer token the agent forwards (as the real
+binder keys users), so two tokens of one user minted in different seconds are one user.
 """
 
 from __future__ import annotations
@@ -26,6 +27,18 @@ from typing import Any
 
 import httpx2
 import rfc8785
+from joserfc import jws
+from joserfc.errors import JoseError
+
+
+def _user_of(token: str) -> str:
+    """`iss|sub` of the token (verified by the agent before it forwards it); else the token."""
+    try:
+        claims = json.loads(jws.extract_compact(token.encode()).payload)
+    except (JoseError, ValueError):
+        return token
+    return f"{claims.get('iss')}|{claims.get('sub')}"
+
 
 PROVIDER_TOKEN = "gho_secret_access_token_value"  # the provider token the fake hands out
 APPROVAL_BASE = "https://agents.example.com/oauth2/actions"
@@ -96,8 +109,9 @@ class FakeBinder:
         return httpx2.MockTransport(handle)
 
     def handle(self, request: httpx2.Request) -> httpx2.Response:
-        user = request.headers.get("authorization", "")
-        assert user.startswith("Bearer ")
+        authorization = request.headers.get("authorization", "")
+        assert authorization.startswith("Bearer ")
+        user = _user_of(authorization.removeprefix("Bearer "))
         path = request.url.path
         if path == "/internal/tokens":
             self.token_requests.append(json.loads(request.content))
