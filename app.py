@@ -21,7 +21,7 @@ from pathlib import Path
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks, PCIDSS321Checks
 
-# The config checks provider entries with the binder's own parser, binder.provider_schema
+# The config checks provider entries with the binder's own parser, binder.providers.schema
 # (standard library only); this is the one place that makes the binder's package importable.
 _BINDER = str(Path(__file__).resolve().parent / "services" / "binder")
 if _BINDER not in sys.path:

@@ -4,9 +4,10 @@
 `AppConfig.from_context`, which returns a frozen, validated object or raises `ConfigError`
 naming the context key and the expected form. Every key is documented in README.md.
 
-A `providers` entry is checked by the binder's own parser (`binder.provider_schema`, standard
-library only; `app.py` puts services/binder on the import path), on the entry exactly as it is
-rendered into the binder's task definition: synth accepts what the binder starts with.
+A `providers` entry is checked by the binder's own parser (`binder.providers.schema` with the
+kinds `binder.providers.registry` finds, standard library only; `app.py` puts services/binder on
+the import path), on the entry exactly as it is rendered into the binder's task definition:
+synth accepts what the binder starts with.
 """
 
 from __future__ import annotations
@@ -17,13 +18,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from binder.provider_schema import (
-    ALL_FIELDS,
-    BUILTIN_KINDS,
-    ProviderConfigError,
-    ProviderEntry,
-    parse_entry,
-)
+from binder.providers.registry import ALL_FIELDS, BUILTIN_KINDS, KINDS
+from binder.providers.schema import ProviderConfigError, ProviderEntry, parse_entry
 
 # Fields of a binder entry that the app fills in: the name is the entry's context key, the
 # secret ARN is the identity stack's.
@@ -85,13 +81,6 @@ _RESERVED_DNS = re.compile(r"(^|\.)(example\.(com|net|org)|example|test|invalid)
 _ZERO_RUN = re.compile(r"0{8}")
 
 
-# OIDC userinfo endpoints of the built-in providers that have one.
-_KNOWN_USERINFO = {
-    "google": "https://openidconnect.googleapis.com/v1/userinfo",
-    "microsoft": "https://graph.microsoft.com/oidc/userinfo",
-}
-
-
 class ConfigError(ValueError):
     """A context value is missing or malformed. The message names the key and the expected form."""
 
@@ -121,8 +110,14 @@ class ProviderConfig:
 
     @property
     def userinfo_url(self) -> str | None:
-        """Where the agent's generic whoami tool asks who the user is at this provider."""
-        return self.entry.userinfo_endpoint or _KNOWN_USERINFO.get(self.kind)
+        """Where the agent's generic whoami tool asks who the user is at this provider: the
+        configured endpoint, else an OIDC kind's own (its spec needs no network to build)."""
+        configured = self.entry.text("userinfo_endpoint")
+        kind = KINDS[self.kind]
+        if configured is not None or kind.discovery_url is not None:
+            return configured
+        spec = kind.spec(self.entry.for_binder())
+        return spec.userinfo_endpoint if spec.is_oidc else None
 
     def binder_entry(self, secret_arn: str) -> dict[str, object]:
         """This provider as the binder's PROVIDERS entry (services/binder/README.md)."""
@@ -321,14 +316,7 @@ class AppConfig:
             entry = provider.entry
             if "example" in entry.client_id.lower() or _ZERO_RUN.search(entry.client_id):
                 keys.append(f"providers.{provider.name}.client_id")
-            urls = (
-                entry.issuer,
-                entry.authorization_endpoint,
-                entry.token_endpoint,
-                entry.revocation_endpoint,
-                entry.userinfo_endpoint,
-            )
-            if any(url and _is_reserved_host(urlsplit(url).hostname) for url in urls):
+            if any(_is_reserved_host(urlsplit(url).hostname) for url in entry.urls()):
                 keys.append(f"providers.{provider.name} (endpoints)")
         if self.alarm_email and _is_reserved_host(self.alarm_email.rsplit("@", 1)[-1]):
             keys.append("alarm_email")

@@ -41,7 +41,9 @@ import httpx2  # noqa: E402
 from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 
 from binder.oauth import CONFIRMED, OAuthClient  # noqa: E402
-from binder.providers import ProviderConfigError, ProviderRegistry, ProviderSpec  # noqa: E402
+from binder.providers.registry import ProviderRegistry  # noqa: E402
+from binder.providers.schema import ProviderConfigError  # noqa: E402
+from binder.providers.spec import ProviderSpec  # noqa: E402
 from binder.vault import ACTIVE, TokenRecord  # noqa: E402
 from svc_common.identity import VerifiedUser  # noqa: E402
 from svc_common.jsonlog import quiet_third_party  # noqa: E402

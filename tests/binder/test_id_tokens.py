@@ -23,11 +23,9 @@ from joserfc.jwk import ECKey, OctKey, RSAKey
 
 from binder.id_tokens import REJECTION_CODES, access_token_hash
 from binder.oauth import OAuthClient, ProviderError
-from binder.providers import (
-    MICROSOFT_CONSUMERS_TENANT_ID,
-    ProviderSpec,
-    builtin,
-)
+from binder.providers.microsoft import CONSUMERS_TENANT_ID as MICROSOFT_CONSUMERS_TENANT_ID
+from binder.providers.registry import build_spec
+from binder.providers.spec import ProviderSpec
 from tests.binder.conftest import PROVIDER_CLIENT_ID, Harness
 from tests.fakes.provider import FakeProvider
 
@@ -133,7 +131,7 @@ def oauth(clock: FakeClock) -> OAuthClient:
 
 
 def oidc_spec(**changes: Any) -> ProviderSpec:
-    base = builtin("google", name="op", client_id=CLIENT_ID)
+    base = build_spec("google", name="op", client_id=CLIENT_ID)
     fields: dict[str, Any] = {
         "kind": "oidc",
         "issuer": ISSUER,
@@ -271,7 +269,7 @@ async def test_google_legacy_issuer_alias_is_accepted(
     oauth: OAuthClient, http: httpx2.AsyncClient, clock: FakeClock, rsa_key: RSAKey
 ) -> None:
     spec = dataclasses.replace(
-        builtin("google", name="google", client_id=CLIENT_ID), jwks_uri=JWKS_URI
+        build_spec("google", name="google", client_id=CLIENT_ID), jwks_uri=JWKS_URI
     )
     for issuer in ("https://accounts.google.com", "accounts.google.com"):
         token = sign(rsa_key, id_claims(clock, {"iss": issuer}))
@@ -426,7 +424,7 @@ async def test_at_hash_is_optional_in_the_code_flow(
 
 
 def microsoft(tenant: str | None = None) -> ProviderSpec:
-    spec = builtin("microsoft", name="microsoft", client_id=CLIENT_ID, tenant=tenant)
+    spec = build_spec("microsoft", name="microsoft", client_id=CLIENT_ID, tenant=tenant)
     return dataclasses.replace(spec, jwks_uri=JWKS_URI)
 
 

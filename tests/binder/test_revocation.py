@@ -22,7 +22,8 @@ from binder.oauth import (
     UNSUPPORTED,
     OAuthClient,
 )
-from binder.providers import ProviderSpec, builtin, generic_oauth2
+from binder.providers.registry import build_spec
+from binder.providers.spec import ProviderSpec
 from binder.vault import TokenRecord
 from tests.binder.conftest import (
     INTERNAL,
@@ -74,7 +75,8 @@ def _revoke(
 
 
 def _rfc7009_spec() -> ProviderSpec:
-    return generic_oauth2(
+    return build_spec(
+        "oauth2",
         name="tickets",
         client_id="tickets-client",
         secret_arn=SECRET_ARN,
@@ -106,7 +108,7 @@ def test_rfc7009_revocation_sends_the_token_with_client_authentication(
 
 
 def test_rfc7009_revocation_with_client_secret_post_puts_the_credentials_in_the_body() -> None:
-    google = builtin("google", name="google", client_id="g-client", secret_arn=SECRET_ARN)
+    google = build_spec("google", name="google", client_id="g-client", secret_arn=SECRET_ARN)
     recorder = Recorder(lambda r: httpx2.Response(200))
     assert _revoke(google, recorder, token="at-1") == CONFIRMED
     (request,) = recorder.requests
@@ -125,7 +127,7 @@ def test_rfc7009_revocation_with_client_secret_post_puts_the_credentials_in_the_
 
 @pytest.mark.parametrize(("status", "outcome"), [(204, CONFIRMED), (404, REFUSED), (422, REFUSED)])
 def test_github_revocation_deletes_the_app_token(status: int, outcome: str) -> None:
-    github = builtin("github", name="github", client_id="Iv1.abc", secret_arn=SECRET_ARN)
+    github = build_spec("github", name="github", client_id="Iv1.abc", secret_arn=SECRET_ARN)
     recorder = Recorder(lambda r: httpx2.Response(status))
     assert _revoke(github, recorder, token="gho_1") == outcome
     (request,) = recorder.requests
@@ -137,7 +139,7 @@ def test_github_revocation_deletes_the_app_token(status: int, outcome: str) -> N
 
 
 def test_github_refresh_tokens_are_not_sent_to_the_token_endpoint() -> None:
-    github = builtin("github", name="github", client_id="Iv1.abc", secret_arn=SECRET_ARN)
+    github = build_spec("github", name="github", client_id="Iv1.abc", secret_arn=SECRET_ARN)
     recorder = Recorder(lambda r: httpx2.Response(204))
     assert _revoke(github, recorder, token="ghr_1", hint="refresh_token") == UNSUPPORTED
     assert recorder.requests == []
@@ -158,7 +160,7 @@ def test_github_refresh_tokens_are_not_sent_to_the_token_endpoint() -> None:
 def test_slack_revocation_uses_the_token_as_its_own_credential(
     answer: object, outcome: str
 ) -> None:
-    slack = builtin("slack", name="slack", client_id="123.456", secret_arn=SECRET_ARN)
+    slack = build_spec("slack", name="slack", client_id="123.456", secret_arn=SECRET_ARN)
     recorder = Recorder(lambda r: httpx2.Response(200, json=answer))
     assert _revoke(slack, recorder, token="xoxp-1") == outcome
     (request,) = recorder.requests
@@ -174,8 +176,8 @@ def test_a_provider_that_cannot_be_reached_is_unreachable_not_an_error() -> None
 
     for spec in (
         _rfc7009_spec(),
-        builtin("github", name="github", client_id="Iv1.abc", secret_arn=SECRET_ARN),
-        builtin("slack", name="slack", client_id="123.456", secret_arn=SECRET_ARN),
+        build_spec("github", name="github", client_id="Iv1.abc", secret_arn=SECRET_ARN),
+        build_spec("slack", name="slack", client_id="123.456", secret_arn=SECRET_ARN),
     ):
         assert _revoke(spec, Recorder(boom)) == UNREACHABLE
 
@@ -195,7 +197,7 @@ def test_revoke_tokens_reports_each_token_kind() -> None:
         lambda: oauth.revoke_tokens(spec, client_secret=None, access_token="at", refresh_token=None)
     )
     assert no_secret == {"access_token": NOT_ATTEMPTED}
-    microsoft = builtin("microsoft", name="ms", client_id="c", secret_arn=SECRET_ARN)
+    microsoft = build_spec("microsoft", name="ms", client_id="c", secret_arn=SECRET_ARN)
     assert anyio.run(
         lambda: oauth.revoke_tokens(
             microsoft, client_secret=SECRET, access_token="at", refresh_token="rt"

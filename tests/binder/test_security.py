@@ -346,6 +346,7 @@ def test_internal_api_without_a_token_is_refused(binder: Harness) -> None:
     for method, path in (
         ("POST", "/internal/tokens"),
         ("GET", "/internal/connections"),
+        ("GET", "/internal/providers"),
         ("DELETE", "/internal/tokens/fake"),
     ):
         response = binder.client.request(method, f"{INTERNAL}{path}", json={"provider": "fake"})

@@ -30,7 +30,7 @@ def test_checked_in_example_values_are_valid() -> None:
     assert config.region == "us-east-1"
     assert config.availability_zones == ("us-east-1a", "us-east-1b")
     assert [p.name for p in config.providers] == ["github", "google", "microsoft"]
-    assert config.providers[2].entry.tenant == "organizations"
+    assert config.providers[2].entry.text("tenant") == "organizations"
     assert config.bedrock_models[0].is_inference_profile
     assert config.callback_url == "https://agents.example.com/oauth2/idpresponse"
     assert config.provider_callback_url("github") == (
@@ -171,7 +171,7 @@ def test_generic_oauth2_provider_needs_https_endpoints() -> None:
 
 def test_binder_accepts_every_entry_the_cdk_app_writes() -> None:
     """The PROVIDERS variable the services stack writes parses in the binder's registry."""
-    from binder.providers import ProviderRegistry
+    from binder.providers.registry import ProviderRegistry
 
     context = example_context()
     providers = {

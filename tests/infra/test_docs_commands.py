@@ -26,8 +26,7 @@ import pytest
 from agent.tools import default_tools
 from app import DEPLOY_CONTEXT_KEYS
 from binder.audit import EVENTS
-from binder.provider_schema import BUILTIN_KINDS, GENERIC_KINDS
-from binder.providers import builtin
+from binder.providers.registry import BUILTIN_KINDS, GENERIC_KINDS, build_spec
 from stacks.config import COGNITO_RESERVED_WORDS, PROVIDER_FIELDS, AppConfig
 from stacks.identity_stack import _pascal
 from tests.infra.assembly import Synthesized
@@ -47,10 +46,10 @@ OTHER_NAMES = {
     "python",  # a command
     "python3",  # the Makefile's default PYTHON
     "iss",  # RFC 9207 parameter / JWT claim
-    "common",  # Microsoft tenant values (binder providers._microsoft_tenant)
-    "login",  # Salesforce tenant values (binder providers._salesforce_host)
+    "common",  # Microsoft tenant values (binder.providers.microsoft.TENANTS)
+    "login",  # Salesforce tenant values (binder.providers.salesforce.TENANTS)
     "test",
-    "jwks_uri",  # OIDC discovery document field (binder providers.discover_oidc)
+    "jwks_uri",  # OIDC discovery document field (binder.providers.oidc)
     "user_hash",  # audit field (binder audit.audit)
     "invalid_client",  # OAuth error code (RFC 6749 5.2)
     "exchange_",  # prefix of authorization_failed reasons (binder broker)
@@ -137,7 +136,7 @@ def _keys_read_by_the_app() -> tuple[set[str], set[str]]:
         return context.get(key)
 
     AppConfig.from_context(get)
-    # The binder's schema declares a provider entry's fields (binder.provider_schema).
+    # The binder's kinds declare a provider entry's fields (binder.providers).
     return read, set(PROVIDER_FIELDS)
 
 
@@ -148,7 +147,7 @@ def _other_known_names() -> set[str]:
     refresh_scopes = {
         scope
         for kind in BUILTIN_KINDS
-        if (scope := builtin(kind, name=kind, client_id="x").refresh_scope) is not None
+        if (scope := build_spec(kind, name=kind, client_id="x").refresh_scope) is not None
     }
     return (
         {tool.spec.name for tool in tools}

@@ -42,7 +42,7 @@ import rfc8785
 
 from binder.audit import audit
 from binder.broker import Broker, ConsentRequired, IssuedToken, Unavailable
-from binder.providers import ProviderSpec
+from binder.providers.spec import ProviderSpec
 from binder.sessions import ConditionFailed, SessionStore, SessionStoreUnavailable, WindowFull
 from svc_common.identity import VerifiedUser
 

@@ -50,7 +50,8 @@ from binder.actions import (
 from binder.audit import audit
 from binder.broker import Broker, ConsentRequired, FlowError, IssuedToken, Unavailable
 from binder.oauth import OAuthClient
-from binder.providers import ProviderRegistry, ProviderSpec, validate_scopes
+from binder.providers.registry import ProviderRegistry
+from binder.providers.spec import ProviderSpec, validate_scopes
 from binder.sessions import SessionStore
 from binder.settings import Settings
 from binder.vault import Vault
@@ -387,6 +388,21 @@ def internal_routes(services: Services) -> list[Route]:
             }
         )
 
+    async def providers(request: Request) -> Response:
+        """The configured providers for the agent's pages: names only, never a client id,
+        secret ARN or URL; signed-in users only, like the rest of the internal API."""
+        user = await _user_or_401(request, services)
+        if isinstance(user, JSONResponse):
+            return user
+        return JSONResponse(
+            {
+                "providers": [
+                    {"name": p.name, "kind": p.kind, "display_name": p.display_name}
+                    for p in services.registry.listings()
+                ]
+            }
+        )
+
     async def disconnect(request: Request) -> Response:
         user = await _user_or_401(request, services)
         if isinstance(user, JSONResponse):
@@ -406,6 +422,7 @@ def internal_routes(services: Services) -> list[Route]:
         healthz_route("binder"),
         Route("/internal/tokens", tokens, methods=["POST"]),
         Route("/internal/connections", connections, methods=["GET"]),
+        Route("/internal/providers", providers, methods=["GET"]),
         Route("/internal/tokens/{provider}", disconnect, methods=["DELETE"]),
     ]
 
@@ -644,7 +661,7 @@ def public_routes(services: Services) -> list[Route]:
             return response
         if return_url:
             return RedirectResponse(return_url, status_code=303)
-        return pages.success_page(provider)
+        return pages.success_page(services.registry.display_name(provider))
 
     async def connections(request: Request) -> Response:
         user = await browser_user(request)
@@ -656,14 +673,15 @@ def public_routes(services: Services) -> list[Route]:
             return pages.error_page("unavailable", 503)
         notice = request.query_params.get("disconnected")
         note = None
-        if notice in services.registry:
-            note = f"{notice} was disconnected. Its tokens are deleted from the vault."
+        if notice is not None and notice in services.registry:
+            shown = services.registry.display_name(notice)
+            note = f"{shown} was disconnected. Its tokens are deleted from the vault."
             if request.query_params.get("revoked") != "yes":
                 note += (
-                    f" {notice} did not confirm that it revoked them; you can also remove "
+                    f" {shown} did not confirm that it revoked them; you can also remove "
                     "this app's access in your account settings there."
                 )
-        return pages.connections_page(found, note)
+        return pages.connections_page(found, note, names=services.registry.display_name)
 
     async def disconnect(request: Request) -> Response:
         user = await browser_user(request)
@@ -755,7 +773,12 @@ def public_routes(services: Services) -> list[Route]:
         if step != "open":
             return RedirectResponse(f"/oauth2/actions/{action.action_id}", status_code=303)
         status = action.status_at(services.actions.now())
-        return pages.action_page(action, status, http_status=410 if status == EXPIRED else 200)
+        return pages.action_page(
+            action,
+            status,
+            http_status=410 if status == EXPIRED else 200,
+            provider_name=services.registry.display_name(action.provider),
+        )
 
     async def action_page(request: Request) -> Response:
         return await action_step(request, "open")

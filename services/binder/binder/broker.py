@@ -32,7 +32,8 @@ from binder.oauth import (
     new_state,
     revocation_needs_client_secret,
 )
-from binder.providers import ProviderRegistry, ProviderSpec, request_scopes
+from binder.providers.registry import ProviderRegistry
+from binder.providers.spec import ProviderSpec, request_scopes
 from binder.sessions import (
     AUTHORIZING,
     COMPLETED,

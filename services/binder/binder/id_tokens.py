@@ -40,7 +40,7 @@ from joserfc.errors import (
 )
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
-from binder.providers import MICROSOFT_MULTI_TENANT_ISSUER, ProviderSpec
+from binder.providers.spec import ProviderSpec
 from svc_common.fetch import FetchFailed, RefetchThrottle, get_capped
 
 logger = logging.getLogger(__name__)
@@ -167,12 +167,12 @@ class IdTokenClaims(jwt.JWTClaimsRegistry):
         if isinstance(audience, list) and len(set(audience)) > 1 and "azp" not in claims:
             raise InvalidClaimError("azp")
         spec = self._spec
-        if spec.kind == "microsoft" and spec.issuer == MICROSOFT_MULTI_TENANT_ISSUER:
-            # The template's {tenantid} must be the tenant that signed the user in, which the
-            # token names in `tid` (what Microsoft's own validators compare).
-            tenant = claims["iss"].split("/")[3]
-            if claims.get("tid") != tenant:
-                raise InvalidClaimError("tid")
+        tenant = spec.issuer_tenant(claims["iss"])
+        if tenant is not None and claims.get("tid") != tenant:
+            # A templated issuer's {tenantid} (Microsoft's common and organizations) must be
+            # the tenant that signed the user in, which the token names in `tid` (what
+            # Microsoft's own validators compare).
+            raise InvalidClaimError("tid")
 
     def validate_iss(self, value: object) -> None:
         if not isinstance(value, str) or not self._spec.issuer_matches(value):

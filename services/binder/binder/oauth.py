@@ -20,7 +20,7 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 
 from binder.id_tokens import ID_TOKEN_ALGORITHMS as ID_TOKEN_ALGORITHMS
 from binder.id_tokens import IdTokenError, IdTokenValidator
-from binder.providers import ProviderSpec
+from binder.providers.spec import ProviderSpec
 
 # Revocation outcomes, per token, for the audit line of a disconnect.
 CONFIRMED = "confirmed"  # the provider said the token is revoked

@@ -1,13 +1,14 @@
 """The binder's few HTML pages: plain, escaped, no scripts, nothing from a request echoed
-except values it has checked (provider names from the registry) and, on the approval page, the
-action's own stored fields, each shown whole with its invisible characters made visible."""
+except values it has checked (provider names and display names from the registry) and, on the
+approval page, the action's own stored fields, each shown whole with its invisible characters
+made visible."""
 
 from __future__ import annotations
 
 import json
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 from typing import Any
 
@@ -182,6 +183,7 @@ def error_page(code: str, status: int) -> HTMLResponse:
 
 
 def success_page(provider: str) -> HTMLResponse:
+    """`provider` is the display name."""
     title = f"{provider} is connected"
     body = (
         f"<h1 class=ok>{escape(title)}</h1><p>You can close this tab and go back to the agent, "
@@ -191,9 +193,16 @@ def success_page(provider: str) -> HTMLResponse:
     return page(title, body)
 
 
-def connections_page(connections: Sequence[Connection], notice: str | None = None) -> HTMLResponse:
+def connections_page(
+    connections: Sequence[Connection],
+    notice: str | None = None,
+    *,
+    names: Callable[[str], str] = str,
+) -> HTMLResponse:
+    """`names` maps a provider's name to its display name (the registry's)."""
     rows = []
     for c in connections:
+        shown = names(c.provider)
         expires = (
             "does not expire"
             if c.expires_at is None
@@ -202,12 +211,14 @@ def connections_page(connections: Sequence[Connection], notice: str | None = Non
         status_class = "ok" if c.status == "active" else "warn"
         rows.append(
             "<tr>"
-            f"<td><strong>{escape(c.provider)}</strong></td>"
+            f"<td><strong>{escape(shown)}</strong>"
+            + (f"<span class=kind>{escape(c.provider)}</span>" if shown != c.provider else "")
+            + "</td>"
             f"<td><code>{escape(' '.join(c.scopes))}</code></td>"
             f"<td class={status_class}>{escape(c.status.replace('_', ' '))}<br>"
             f"<span class=muted>{escape(expires)}</span></td>"
             f'<td><form method=post action="/oauth2/connections/{escape(c.provider)}/disconnect">'
-            f'<button type=submit aria-label="Disconnect {escape(c.provider)}">Disconnect</button>'
+            f'<button type=submit aria-label="Disconnect {escape(shown)}">Disconnect</button>'
             "</form></td></tr>"
         )
     table = (
@@ -328,8 +339,12 @@ def _status_note(action: Action, status: str) -> str:
     return f"<p>{escape(status)}</p>"
 
 
-def action_page(action: Action, status: str, *, http_status: int = 200) -> HTMLResponse:
-    """Every field of the action, every argument whole; Approve and Deny while it can change."""
+def action_page(
+    action: Action, status: str, *, http_status: int = 200, provider_name: str | None = None
+) -> HTMLResponse:
+    """Every field of the action, every argument whole; Approve and Deny while it can change.
+    `provider_name` is the provider's display name (its name when not given)."""
+    provider = provider_name or action.provider
     arguments = action.arguments
     names = [n for n in TARGET_NAMES if n in arguments]
     names += [n for n in arguments if n not in names]
@@ -369,12 +384,18 @@ def action_page(action: Action, status: str, *, http_status: int = 200) -> HTMLR
             "class=deny>Deny after all</button></form></div>"
         )
     table = f"<table><tbody>{''.join(rows)}</tbody></table>" if rows else "<p>No arguments.</p>"
-    title = f"Approve {action.tool} on {action.provider}?"
+    title = f"Approve {action.tool} on {provider}?"
     body = (
         f"<h1>{escape(title)}</h1>{flag}{_status_note(action, status)}"
         "<table><tbody>"
         f"<tr><th class=name>Action</th><td><code>{escape(action.tool)}</code></td></tr>"
-        f"<tr><th class=name>Provider</th><td>{escape(action.provider)}</td></tr>"
+        f"<tr><th class=name>Provider</th><td>{escape(provider)}"
+        + (
+            f"<span class=kind>{escape(action.provider)}</span>"
+            if provider != action.provider
+            else ""
+        )
+        + "</td></tr>"
         "<tr><th class=name>Target</th><td>"
         f"{''.join(targets) or '<span class=muted>none named in the arguments</span>'}</td></tr>"
         "</tbody></table>"

@@ -1,0 +1,196 @@
+"""The provider kinds, found by module, and the registry of configured providers.
+
+Every module of this package that is not infrastructure (`INFRASTRUCTURE`, or a name starting
+with "_") is a kind module: it declares `KIND = ProviderKind(...)` and is imported here, so
+adding a kind is one new module, its test and one configuration entry, with no list to edit.
+Two modules declaring the same kind, or a kind module without `KIND`, fail this import.
+
+`ProviderRegistry` holds the providers of one binder process, built once at start from the
+PROVIDERS environment variable (a JSON list, no secrets in it: client secrets live in Secrets
+Manager and only their ARNs appear here). A kind that discovers its endpoints resolves on first
+use, once; the others resolve at start. Standard library only at import (the CDK app imports
+this module at synth); the network code (`binder.providers.discovery`) is imported on the
+first discovery.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final
+
+from binder.providers.schema import (
+    COMMON_FIELDS,
+    BuildContext,
+    ProviderEntry,
+    ProviderKind,
+    config_error,
+    parse_entries,
+    parse_entry,
+)
+from binder.providers.spec import ProviderSpec
+
+if TYPE_CHECKING:
+    import anyio
+    import httpx2
+
+# Modules of this package that are not kinds.
+INFRASTRUCTURE: Final = frozenset({"discovery", "registry", "schema", "spec"})
+
+
+def collect_kinds(package: str, path: Iterable[str]) -> dict[str, ProviderKind]:
+    """Import every kind module of `package` (at `path`) and return its kinds by name: the
+    named kinds first, by display name, then the generic ones, by name."""
+    found: dict[str, tuple[ProviderKind, str]] = {}
+    for module in sorted(pkgutil.iter_modules(list(path)), key=lambda m: m.name):
+        if module.name in INFRASTRUCTURE or module.name.startswith("_"):
+            continue
+        qualified = f"{package}.{module.name}"
+        kind = getattr(importlib.import_module(qualified), "KIND", None)
+        if not isinstance(kind, ProviderKind):
+            raise ImportError(f"{qualified} is a provider kind module without a KIND")
+        if kind.name in found:
+            raise ImportError(
+                f"provider kind {kind.name!r} is declared by both {found[kind.name][1]} and "
+                f"{qualified}"
+            )
+        found[kind.name] = (kind, qualified)
+    kinds = sorted(
+        (k for k, _ in found.values()),
+        key=lambda k: (k.display_name is None, (k.display_name or k.name).casefold()),
+    )
+    return {k.name: k for k in kinds}
+
+
+KINDS: Final[Mapping[str, ProviderKind]] = MappingProxyType(
+    collect_kinds(__name__.rpartition(".")[0], [str(Path(__file__).parent)])
+)
+# Kinds with a name of their own ("GitHub"), whose entries may be named after the kind.
+BUILTIN_KINDS: Final = tuple(k.name for k in KINDS.values() if k.display_name is not None)
+# Kinds configured from the entry alone (oidc, oauth2).
+GENERIC_KINDS: Final = tuple(k.name for k in KINDS.values() if k.display_name is None)
+ALL_FIELDS: Final = frozenset(COMMON_FIELDS).union(
+    *({f.name for f in k.fields} for k in KINDS.values())
+)
+
+
+def build_spec(kind: str, *, allow_insecure_loopback: bool = False, **fields: Any) -> ProviderSpec:
+    """The spec of one PROVIDERS entry of `kind` with `fields`, through the one parser: for
+    tools and tests. A kind that discovers its endpoints is refused (see ProviderRegistry.get)."""
+    entry = parse_entry({**fields, "kind": kind}, allow_insecure_loopback=allow_insecure_loopback)
+    found = KINDS[entry.kind]
+    if found.discovery_url is not None:
+        raise config_error(entry.name, "kind", f"{kind!r} is discovered on first use")
+    return found.spec(entry, BuildContext(allow_insecure_loopback=allow_insecure_loopback))
+
+
+@dataclass(frozen=True)
+class PendingProvider:
+    """An entry whose kind discovers its endpoints, not fetched yet."""
+
+    entry: ProviderEntry
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProviderListing:
+    """What anyone may know about a configured provider: no client id, ARN or URL."""
+
+    name: str
+    kind: str
+    display_name: str
+
+
+class ProviderRegistry:
+    """The configured providers by name, in configured order. Discovery on first use, once."""
+
+    def __init__(
+        self,
+        providers: Sequence[ProviderSpec | PendingProvider] = (),
+        *,
+        allow_insecure_loopback: bool = False,
+    ) -> None:
+        self._listings: dict[str, ProviderListing] = {}
+        self._resolved: dict[str, ProviderSpec] = {}
+        self._pending: dict[str, PendingProvider] = {}
+        self._locks: dict[str, anyio.Lock] = {}
+        self._allow_insecure_loopback = allow_insecure_loopback
+        for item in providers:
+            if item.name in self:
+                raise config_error(item.name, "name", "is configured more than once")
+            if isinstance(item, ProviderSpec):
+                self._resolved[item.name] = item
+                kind, display_name = item.kind, item.display_name
+            else:
+                self._pending[item.name] = item
+                kind = item.entry.kind
+                display_name = KINDS[kind].display_name_for(item.entry)
+            self._listings[item.name] = ProviderListing(
+                name=item.name, kind=kind, display_name=display_name
+            )
+
+    @classmethod
+    def from_json(cls, text: str, *, allow_insecure_loopback: bool = False) -> ProviderRegistry:
+        """Parse the PROVIDERS variable. Kinds that discover resolve on first get; others now."""
+        entries = parse_entries(text, allow_insecure_loopback=allow_insecure_loopback)
+        context = BuildContext(allow_insecure_loopback=allow_insecure_loopback)
+        items: list[ProviderSpec | PendingProvider] = []
+        for entry in entries:
+            kind = KINDS[entry.kind]
+            pending = kind.discovery_url is not None
+            items.append(PendingProvider(entry) if pending else kind.spec(entry, context))
+        return cls(items, allow_insecure_loopback=allow_insecure_loopback)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._listings)
+
+    def listings(self) -> tuple[ProviderListing, ...]:
+        """Every provider's name, kind and display name, in configured order."""
+        return tuple(self._listings.values())
+
+    def display_name(self, name: str) -> str:
+        """The provider's display name; the name itself for one not configured (any more)."""
+        listing = self._listings.get(name)
+        return name if listing is None else listing.display_name
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._listings
+
+    async def get(self, name: str, http: httpx2.AsyncClient) -> ProviderSpec:
+        """The provider's spec; KeyError for an unknown name.
+
+        The first call for a discovering kind fetches its document; concurrent first calls
+        share one fetch (per-name lock). A failed discovery is not cached, so the next call
+        tries again.
+        """
+        spec = self._resolved.get(name)
+        if spec is not None:
+            return spec
+        if name not in self._pending:
+            raise KeyError(name)
+        # Imported here, not at the top: the CDK app imports this module without anyio/httpx2.
+        import anyio
+
+        from binder.providers.discovery import resolve
+
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = anyio.Lock()
+        async with lock:
+            spec = self._resolved.get(name)
+            if spec is not None:
+                return spec
+            spec = await resolve(
+                self._pending[name].entry,
+                http,
+                allow_insecure_loopback=self._allow_insecure_loopback,
+            )
+            self._resolved[name] = spec
+            return spec
