@@ -14,9 +14,6 @@ protection; state and the binding checks still apply. No revocation endpoint is 
 token.
 """
 
-# S106 reads token_endpoint="https://..." as a hard-coded password; it is a URL.
-# ruff: noqa: S106
-
 from __future__ import annotations
 
 from binder.providers.schema import BuildContext, ProviderEntry, ProviderKind

@@ -15,9 +15,6 @@ Quirks for the binder: the token endpoint answers form-encoded unless sent
 no RFC 9207 iss and is not an OIDC provider for users.
 """
 
-# S106 reads token_endpoint="https://..." as a hard-coded password; it is a URL.
-# ruff: noqa: S106
-
 from __future__ import annotations
 
 from urllib.parse import quote

@@ -17,9 +17,6 @@ it. The binder still compares iss whenever one is present. Google does not rotat
 tokens (the refresh response carries none).
 """
 
-# S106 reads token_endpoint="https://..." as a hard-coded password; it is a URL.
-# ruff: noqa: S106
-
 from __future__ import annotations
 
 from binder.providers.schema import BuildContext, ProviderEntry, ProviderKind

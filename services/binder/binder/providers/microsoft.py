@@ -17,9 +17,6 @@
 Field `tenant`: common (default), organizations, consumers or a tenant GUID.
 """
 
-# S106 reads token_endpoint="https://..." as a hard-coded password; it is a URL.
-# ruff: noqa: S106
-
 from __future__ import annotations
 
 from typing import Final

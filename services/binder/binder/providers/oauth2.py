@@ -12,9 +12,6 @@ Fields: `authorization_endpoint`, `token_endpoint` (required), `revocation_endpo
 The display name is the entry's `display_name`, else its name.
 """
 
-# S106 reads token_endpoint_auth_method="..." as a hard-coded password; it is a method name.
-# ruff: noqa: S106
-
 from __future__ import annotations
 
 from binder.providers.schema import (

@@ -21,9 +21,6 @@ Field `tenant`: login (default), test, or a My Domain host (<name>.my.salesforce
 <name>.sandbox.my.salesforce.com).
 """
 
-# S106 reads token_endpoint="https://..." as a hard-coded password; it is a URL.
-# ruff: noqa: S106
-
 from __future__ import annotations
 
 import re

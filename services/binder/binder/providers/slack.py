@@ -17,9 +17,6 @@ Uncertain: whether a user-token refresh response is also nested under authed_use
 accepts the top-level fields when authed_user is absent.
 """
 
-# S106 reads token_endpoint="https://..." as a hard-coded password; it is a URL.
-# ruff: noqa: S106
-
 from __future__ import annotations
 
 from binder.providers.schema import BuildContext, ProviderEntry, ProviderKind
