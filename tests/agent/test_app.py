@@ -19,8 +19,9 @@ from starlette.testclient import TestClient
 
 from agent.app import build_services, create_app
 from agent.settings import Settings
-from agent.tooling import ModelReply
-from agent.tools import GithubCreateIssue, NotesCreate
+from agent.tools.base import ModelReply
+from agent.tools.github import GithubCreateIssue
+from agent.tools.notes import NotesCreate
 from svc_common.jsonbody import MAX_DEPTH
 from tests.agent.fake_binder import PROVIDER_TOKEN, FakeBinder, sha256_of
 from tests.asgi import post_cut_short

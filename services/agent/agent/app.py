@@ -25,11 +25,12 @@ from starlette.staticfiles import StaticFiles
 
 from agent.binder_client import ACTION_ID, BinderClient
 from agent.chat import ChatService
-from agent.model import BedrockModel, ModelError, ModelUnavailable, OfflinePlanner
+from agent.model import BedrockModel, ModelError, ModelUnavailable
+from agent.planner import OfflinePlanner
 from agent.settings import Settings
 from agent.text import has_lone_surrogate, replace_lone_surrogates
-from agent.tooling import Model, Turn
-from agent.tools import ToolRegistry, default_tools
+from agent.tools.base import Model, Turn
+from agent.tools.registry import ToolRegistry, default_tools
 from svc_common.health import healthz_route
 from svc_common.identity import CognitoVerifier, InvalidToken, VerifiedUser, token_from_headers
 from svc_common.jsonbody import BodyError, is_json, parse_object
