@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from agent.tools.base import Phrase, ToolPhrases
 from agent.tools.github import GithubListRepositories, GithubWhoami
 from agent.tools.google import GoogleCalendarUpcoming
 from agent.tools.microsoft import MicrosoftMailSubjects
 from agent.tools.oidc import OidcWhoami
-from agent.tools.registry import ToolRegistry, default_tools
+from agent.tools.registry import ToolFamily, ToolRegistry, default_tools, families
 from agent.tools.schema import check_input_schema
 from tests.agent.tools.helpers import (
     GITHUB,
@@ -108,3 +109,30 @@ def test_every_built_in_tool_declares_its_effect() -> None:
         "github_create_issue",
         "notes_create",
     ]
+
+
+def test_families_are_found_by_module() -> None:
+    assert [family.name for family in families()] == [
+        "github",
+        "google",
+        "microsoft",
+        "notes",
+        "oidc",
+    ]
+
+
+def test_a_phrase_naming_no_argument_of_its_tool_is_refused_at_declaration() -> None:
+    phrases = ToolPhrases(tool="github_whoami", phrases=(Phrase(pattern=r"who is (?P<login>\w+)"),))
+    with pytest.raises(ValueError, match="'login', which is not an argument"):
+        ToolFamily(name="probe", build=lambda c: [GithubWhoami()], phrases=(phrases,))
+
+
+def test_phrases_for_a_tool_the_family_does_not_build_are_refused() -> None:
+    phrases = ToolPhrases(tool="github_nothing", phrases=(Phrase(pattern="nothing"),))
+    with pytest.raises(ValueError, match="does not build"):
+        ToolFamily(name="probe", build=lambda c: [GithubWhoami()], phrases=(phrases,))
+
+
+def test_a_family_that_builds_nothing_is_refused() -> None:
+    with pytest.raises(ValueError, match="builds no tool"):
+        ToolFamily(name="probe", build=lambda c: [])

@@ -10,8 +10,8 @@ import pytest
 
 from agent.tools.base import ToolError, ToolSpec
 from agent.tools.github import GithubWhoami
-from agent.tools.registry import ToolRegistry
-from agent.tools.schema import validate_arguments
+from agent.tools.registry import ToolFamily, ToolRegistry
+from agent.tools.schema import ENFORCED_KEYWORDS, check_input_schema, validate_arguments
 
 
 @pytest.fixture
@@ -166,3 +166,60 @@ def test_the_invisible_character_rule_spares_typed_emoji_only() -> None:
     assert format_characters("\U0001f600\ufe00\ufe0f") == ["U+FE00", "U+FE0F"]
     assert format_characters("a\nb\tc") == []
     assert format_characters("a\rb") == ["U+000D"]
+
+
+@pytest.mark.parametrize(
+    ("schema", "keyword"),
+    [
+        (closed(q={"type": "string", "format": "email"}), "'format'"),
+        (closed(q={"type": "array", "uniqueItems": True}), "'uniqueItems'"),
+        ({**closed(), "patternProperties": {"^x": {"type": "string"}}}, "'patternProperties'"),
+        (closed(q={"oneOf": [{"type": "string"}]}), "'oneOf'"),
+        (closed(q={"$ref": "#/$defs/q"}), "'$ref'"),
+        ({**closed(), "if": {"required": ["q"]}, "then": {}}, "'if'"),
+    ],
+    ids=["format", "uniqueItems", "patternProperties", "oneOf", "$ref", "if"],
+)
+def test_a_family_with_an_unenforced_keyword_is_refused_when_it_is_declared(
+    schema: dict[str, Any], keyword: str
+) -> None:
+    """At import, not at call time: declaring the family builds and checks its tools."""
+    with pytest.raises(ValueError, match="tool family 'probe'") as caught:
+        ToolFamily(name="probe", build=lambda context: [SchemaTool(schema)])
+    message = str(caught.value)
+    assert "probe_tool" in message
+    assert keyword in message
+    assert "does not enforce" in message or "does not apply" in message
+
+
+# One schema per enforced keyword, and a value that breaks only that keyword: the validator
+# must refuse it, or the keyword would be one the model is shown and nobody enforces.
+_VIOLATIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "type": (closed(q={"type": "integer"}), {"q": "1"}),
+    "properties": (closed(q={"type": "boolean"}), {"q": "yes"}),
+    "required": ({**closed(q={"type": "string"}), "required": ["q"]}, {}),
+    "additionalProperties": (closed(q={"type": "string"}), {"q": "x", "r": "y"}),
+    "minLength": (closed(q={"type": "string", "minLength": 2}), {"q": "a"}),
+    "maxLength": (closed(q={"type": "string", "maxLength": 2}), {"q": "abc"}),
+    "pattern": (closed(q={"type": "string", "pattern": "^[a-z]+$"}), {"q": "A1"}),
+    "minimum": (closed(q={"type": "integer", "minimum": 1}), {"q": 0}),
+    "maximum": (closed(q={"type": "integer", "maximum": 1}), {"q": 2}),
+    "enum": (closed(q={"type": "string", "enum": ["a", "b"]}), {"q": "c"}),
+}
+# Keywords that constrain nothing: annotations, and values the validator fills in or shows.
+_NOT_CONSTRAINTS = {"title", "description", "examples", "default"}
+
+
+def test_the_enforced_keyword_set_is_exactly_what_the_validator_checks() -> None:
+    assert set(_VIOLATIONS) | _NOT_CONSTRAINTS == set(ENFORCED_KEYWORDS)
+    for keyword, (schema, arguments) in _VIOLATIONS.items():
+        check_input_schema("probe_tool", schema)  # the schema itself registers
+        with pytest.raises(ToolError) as caught:
+            validate_arguments(schema, arguments)
+        assert caught.value.kind == "invalid_arguments", keyword
+
+
+def test_default_is_filled_in_and_examples_must_validate() -> None:
+    schema = closed(q={"type": "integer", "minimum": 1, "default": 5, "examples": [2]})
+    check_input_schema("probe_tool", schema)
+    assert validate_arguments(schema, {}) == {"q": 5}
