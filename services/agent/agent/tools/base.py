@@ -121,6 +121,7 @@ class Model(Protocol):
 
 # ------------------------------------------------------------------------------- tool families
 
+
 @dataclass(frozen=True, kw_only=True)
 class ToolContext:
     """What a family may read from the agent's settings to build its tools.
