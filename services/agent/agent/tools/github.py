@@ -33,10 +33,10 @@ GITHUB_API_VERSION: Final = "2022-11-28"
 
 # GitHub: owner (user or organisation login, up to 39 characters, letters, digits, hyphens,
 # not starting with a hyphen) "/" repository name (letters, digits, ".", "_", "-").
-_REPOSITORY_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$"
+REPOSITORY_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$"
 
 
-def _github_api(base_url: str) -> Api:
+def github_api(base_url: str) -> Api:
     # Headers: https://docs.github.com/en/rest/using-the-rest-api/getting-started-with-the-rest-api
     # (Accept, X-GitHub-Api-Version; requests without a User-Agent are rejected).
     return Api(
@@ -56,7 +56,7 @@ class GithubWhoami(BaseTool):
     """
 
     def __init__(self, *, api_base: str = GITHUB_API) -> None:
-        self._api = _github_api(api_base)
+        self._api = github_api(api_base)
         self.spec = ToolSpec(
             name="github_whoami",
             description=(
@@ -99,7 +99,7 @@ class GithubListRepositories(BaseTool):
     """
 
     def __init__(self, *, api_base: str = GITHUB_API) -> None:
-        self._api = _github_api(api_base)
+        self._api = github_api(api_base)
         self.spec = ToolSpec(
             name="github_list_repositories",
             description=(
@@ -168,7 +168,7 @@ class GithubCreateIssue(BaseTool):
     """
 
     def __init__(self, *, api_base: str = GITHUB_API) -> None:
-        self._api = _github_api(api_base)
+        self._api = github_api(api_base)
         self.spec = ToolSpec(
             name="github_create_issue",
             description=(
@@ -181,7 +181,7 @@ class GithubCreateIssue(BaseTool):
                 "properties": {
                     "repository": {
                         "type": "string",
-                        "pattern": _REPOSITORY_PATTERN,
+                        "pattern": REPOSITORY_PATTERN,
                         "maxLength": 140,
                         "description": "The repository as owner/name, e.g. octocat/Hello-World.",
                     },
