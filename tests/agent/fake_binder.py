@@ -8,7 +8,9 @@ It keeps the contract the real binder keeps (services/binder, docs in the agent 
 - `POST /internal/actions/{id}/token` `{arguments_sha256}`: the token once, moving `approved`
   to `executing` in the same step; otherwise 409 with `reason` (`not_approved`, `denied`,
   `expired`, `already_executed` with the stored result when done, `arguments_changed`);
-- `POST /internal/actions/{id}/result`: once (a second is 409).
+- `POST /internal/actions/{id}/result`: once (a second is 409);
+- `GET /internal/providers`: `{"providers": [{"name", "kind", "display_name"}]}` for
+  `providers` (sorted), or `providers_status` (e.g. 503) when that is not 200.
 Approval and denial happen here through `approve` / `deny` (the browser's part, which the
 agent cannot do: the real routes refuse any request with an Authorization header).
 The user is the issuer and subject of the bearer token the agent forwards (as the real
@@ -68,6 +70,7 @@ class StoredAction:
 class FakeBinder:
     providers: frozenset[str] = frozenset({"github", "notes"})
     mode: str = "token"  # token | consent | down
+    providers_status: int = 200
     max_pending: int = 5
     ttl_seconds: int = 600
     actions: dict[str, StoredAction] = field(default_factory=dict)
@@ -113,6 +116,8 @@ class FakeBinder:
         assert authorization.startswith("Bearer ")
         user = _user_of(authorization.removeprefix("Bearer "))
         path = request.url.path
+        if path == "/internal/providers" and request.method == "GET":
+            return self._providers()
         if path == "/internal/tokens":
             self.token_requests.append(json.loads(request.content))
             return self._grant()
@@ -132,6 +137,20 @@ class FakeBinder:
         if match["rest"] == "/result" and request.method == "POST":
             return self._result(action, json.loads(request.content))
         return httpx2.Response(405, json={"error": "method_not_allowed"})
+
+    def _providers(self) -> httpx2.Response:
+        if self.providers_status != 200:
+            return httpx2.Response(self.providers_status, json={"error": "unavailable"})
+        display = {"github": "GitHub", "notes": "Notes"}
+        return httpx2.Response(
+            200,
+            json={
+                "providers": [
+                    {"name": name, "kind": name, "display_name": display.get(name, name)}
+                    for name in sorted(self.providers)
+                ]
+            },
+        )
 
     def _grant(self) -> httpx2.Response:
         if self.mode == "consent":

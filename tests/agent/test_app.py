@@ -17,10 +17,11 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.testclient import TestClient
 
-from agent.app import build_services, create_app
+from agent.app import Services, build_services, create_app
 from agent.settings import Settings
-from agent.tooling import ModelReply
-from agent.tools import GithubCreateIssue, NotesCreate
+from agent.tools.base import ModelReply
+from agent.tools.github import GithubCreateIssue
+from agent.tools.notes import NotesCreate
 from svc_common.jsonbody import MAX_DEPTH
 from tests.agent.fake_binder import PROVIDER_TOKEN, FakeBinder, sha256_of
 from tests.asgi import post_cut_short
@@ -763,3 +764,101 @@ def test_a_ten_thousand_character_note_reaches_the_server_intact() -> None:
     assert done["action_result"]["status"] == "succeeded"
     (write,) = upstream.writes
     assert json.loads(write.content) == arguments
+
+
+# --------------------------------------------------------------------- provider display names
+
+
+def _providers_app(
+    binder: FakeBinder, env: dict[str, str] | None = None
+) -> tuple[TestClient, Services]:
+    settings = Settings.from_env(env or {**NOTES_ENV, "AGENT_PROVIDERS": "notes,github"})
+    services = build_services(settings, transport=binder.transport(_Upstream()))
+    return TestClient(create_app(settings, services=services)), services
+
+
+def _provider_requests(binder: FakeBinder) -> int:
+    return sum(1 for r in binder.requests if r.url.path == "/internal/providers")
+
+
+@pytest.mark.parametrize("path", ["/api/providers", "/app/providers"])
+def test_providers_lists_this_agents_providers_with_the_binders_display_names(path: str) -> None:
+    binder = FakeBinder(providers=frozenset({"github", "notes", "okta"}))
+    client, _ = _providers_app(binder)
+    header = "authorization" if path.startswith("/api/") else "x-amzn-oidc-accesstoken"
+    value = f"Bearer {_token()}" if path.startswith("/api/") else _token()
+    with client:
+        response = client.get(path, headers={header: value})
+    assert response.status_code == 200
+    # AGENT_PROVIDERS, in its order; okta is the binder's but not this agent's.
+    assert response.json() == {
+        "providers": [
+            {"name": "notes", "display_name": "Notes"},
+            {"name": "github", "display_name": "GitHub"},
+        ]
+    }
+    (sent,) = [r for r in binder.requests if r.url.path == "/internal/providers"]
+    assert sent.method == "GET"
+    assert sent.headers["authorization"].startswith("Bearer ")  # the user's own token
+
+
+@pytest.mark.parametrize("path", ["/api/providers", "/app/providers"])
+def test_providers_needs_a_signed_in_user(path: str) -> None:
+    binder = FakeBinder()
+    client, _ = _providers_app(binder)
+    with client:
+        assert client.get(path).status_code == 401
+        forged = client.get(path, headers={"authorization": f"Bearer {_token(token_use='id')}"})
+    assert forged.status_code == 401
+    assert _provider_requests(binder) == 0
+
+
+def test_display_names_are_kept_for_a_while() -> None:
+    binder = FakeBinder()
+    client, services = _providers_app(binder)
+    now = [1000.0]
+    services.providers._clock = lambda: now[0]
+    headers = {"authorization": f"Bearer {_token()}"}
+    with client:
+        first = client.get("/api/providers", headers=headers).json()
+        client.get("/api/providers", headers=headers)
+        assert _provider_requests(binder) == 1
+        now[0] += 301
+        assert client.get("/api/providers", headers=headers).json() == first
+    assert _provider_requests(binder) == 2
+
+
+@pytest.mark.parametrize("status", [500, 503, 404])
+def test_a_failing_binder_gives_the_names_as_display_names_and_is_asked_again(
+    status: int,
+) -> None:
+    binder = FakeBinder(providers_status=status)
+    client, _ = _providers_app(binder)
+    headers = {"authorization": f"Bearer {_token()}"}
+    with client:
+        failed = client.get("/api/providers", headers=headers)
+        assert failed.status_code == 200
+        assert failed.json() == {
+            "providers": [
+                {"name": "notes", "display_name": "notes"},
+                {"name": "github", "display_name": "github"},
+            ]
+        }
+        binder.providers_status = 200  # the binder is back: nothing was kept from the failure
+        recovered = client.get("/api/providers", headers=headers).json()
+    assert recovered["providers"][1] == {"name": "github", "display_name": "GitHub"}
+    assert _provider_requests(binder) == 2
+
+
+def test_an_unreachable_binder_is_no_500() -> None:
+    def unreachable(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/jwks.json"):
+            return httpx2.Response(200, json={"keys": [KEY.as_dict(private=False)]})
+        raise httpx2.ConnectError("refused")
+
+    settings = Settings.from_env({**ENV, "AGENT_PROVIDERS": "github"})
+    services = build_services(settings, transport=httpx2.MockTransport(unreachable))
+    with TestClient(create_app(settings, services=services)) as client:
+        response = client.get("/api/providers", headers={"authorization": f"Bearer {_token()}"})
+    assert response.status_code == 200
+    assert response.json() == {"providers": [{"name": "github", "display_name": "github"}]}

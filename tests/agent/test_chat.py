@@ -15,7 +15,7 @@ import pytest
 
 from agent.binder_client import BinderClient
 from agent.chat import ChatResult, ChatService, strip_markers
-from agent.tooling import Execute, ModelReply, ToolError, ToolOutcome, ToolSpec, Turn
+from agent.tools.base import Execute, ModelReply, ToolError, ToolOutcome, ToolSpec, Turn
 from svc_common.identity import VerifiedUser
 from tests.agent.fake_binder import PROVIDER_TOKEN, FakeBinder, sha256_of
 

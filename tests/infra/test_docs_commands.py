@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from agent.tools import default_tools
+from agent.tools.registry import default_tools
 from app import DEPLOY_CONTEXT_KEYS
 from binder.audit import EVENTS
 from binder.providers.registry import BUILTIN_KINDS, GENERIC_KINDS, build_spec

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,14 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from agent.binder_client import ACTION_ID, BinderClient
+from agent.binder_client import ACTION_ID, BinderClient, BinderRefused, BinderUnavailable
 from agent.chat import ChatService
-from agent.model import BedrockModel, ModelError, ModelUnavailable, OfflinePlanner
+from agent.model import BedrockModel, ModelError, ModelUnavailable
+from agent.planner import OfflinePlanner
 from agent.settings import Settings
 from agent.text import has_lone_surrogate, replace_lone_surrogates
-from agent.tooling import Model, Turn
-from agent.tools import ToolRegistry, default_tools
+from agent.tools.base import Model, Turn
+from agent.tools.registry import ToolRegistry, default_tools
 from svc_common.health import healthz_route
 from svc_common.identity import CognitoVerifier, InvalidToken, VerifiedUser, token_from_headers
 from svc_common.jsonbody import BodyError, is_json, parse_object
@@ -42,6 +44,51 @@ PAGE_CSP = (
 )
 
 
+# How long the binder's display names are kept (they change only when the binder is redeployed).
+DISPLAY_NAMES_TTL_SECONDS = 300
+
+
+class ProviderNames:
+    """The providers this agent offers, with the binder's display names for the chat page.
+
+    The names are this agent's (AGENT_PROVIDERS in order, else the providers of its tools);
+    display names come from the binder and are kept ``ttl`` seconds per process. If the binder
+    fails, each name is its own display name and nothing is kept, so the next request asks
+    again: the page's labels degrade, the answer never does.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        binder: BinderClient,
+        *,
+        ttl: float = DISPLAY_NAMES_TTL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.names = tuple(dict.fromkeys(names))
+        self._binder = binder
+        self._ttl = ttl
+        self._clock = clock
+        self._cached: tuple[float, dict[str, str]] | None = None
+
+    async def listing(
+        self, user_token: str, *, request_id: str | None = None
+    ) -> list[dict[str, str]]:
+        display = await self._display_names(user_token, request_id)
+        return [{"name": name, "display_name": display.get(name, name)} for name in self.names]
+
+    async def _display_names(self, user_token: str, request_id: str | None) -> dict[str, str]:
+        now = self._clock()
+        if self._cached is not None and now - self._cached[0] < self._ttl:
+            return self._cached[1]
+        try:
+            names = await self._binder.display_names(user_token, request_id=request_id)
+        except (BinderUnavailable, BinderRefused):
+            return {}
+        self._cached = (now, names)
+        return names
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -49,6 +96,7 @@ class Services:
     chat: ChatService
     model: Model
     http: httpx2.AsyncClient
+    providers: ProviderNames
 
 
 def build_model(settings: Settings) -> Model:
@@ -93,21 +141,25 @@ def build_services(
     if settings.providers:
         registry = registry.for_providers(settings.providers)
     model = model or build_model(settings)
-    chat = ChatService(
-        registry=registry,
-        binder=BinderClient(
-            base_url=settings.binder_internal_url, http=http, timeout=settings.http_timeout_seconds
-        ),
-        model=model,
-        http=http,
+    binder = BinderClient(
+        base_url=settings.binder_internal_url, http=http, timeout=settings.http_timeout_seconds
     )
+    chat = ChatService(registry=registry, binder=binder, model=model, http=http)
+    offered = settings.providers or [spec.provider for spec in registry.specs()]
     verifier = CognitoVerifier(
         issuer=settings.cognito_issuer,
         client_ids=settings.cognito_client_ids,
         jwks_url=settings.cognito_jwks_url,
         http=http,
     )
-    return Services(settings=settings, verifier=verifier, chat=chat, model=model, http=http)
+    return Services(
+        settings=settings,
+        verifier=verifier,
+        chat=chat,
+        model=model,
+        http=http,
+        providers=ProviderNames(offered, binder),
+    )
 
 
 # Characters of a client-chosen field name quoted back in a 400.
@@ -284,6 +336,15 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
             return _error(502, "model_error", "The model refused the request.")
         return _JSONResponse(result.as_json(), headers={"cache-control": "no-store"})
 
+    async def providers(request: Request) -> Response:
+        auth = await authenticate(request)
+        if isinstance(auth, JSONResponse):
+            return auth
+        _, token = auth
+        request_id = str(request.scope.get("state", {}).get("request_id", "-"))
+        listing = await svc.providers.listing(token, request_id=request_id)
+        return _JSONResponse({"providers": listing}, headers={"cache-control": "no-store"})
+
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "chat.html", media_type="text/html")
 
@@ -301,6 +362,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
             Route("/", page, methods=["GET"]),
             Route("/app/chat", chat, methods=["POST"]),
             Route("/api/chat", chat, methods=["POST"]),
+            Route("/app/providers", providers, methods=["GET"]),
+            Route("/api/providers", providers, methods=["GET"]),
             Mount("/app/static", app=StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[

@@ -6,7 +6,9 @@ issue that user's tokens, so the agent holds no credential of its own for the va
 Tokens: `POST /internal/tokens`. Actions (data-changing tool calls the user approves in the
 browser): `POST /internal/actions` registers one, `GET /internal/actions/{id}` reads it back,
 `POST /internal/actions/{id}/token` exchanges the approved action and its arguments' hash for
-the token (once), `POST /internal/actions/{id}/result` records what happened.
+the token (once), `POST /internal/actions/{id}/result` records what happened. Providers:
+`GET /internal/providers` lists the binder's providers with their display names (for the chat
+page's labels).
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class BinderClient:
     def __init__(self, *, base_url: str, http: httpx2.AsyncClient, timeout: float = 10.0) -> None:
         self._url = f"{base_url.rstrip('/')}/internal/tokens"
         self._actions = f"{base_url.rstrip('/')}/internal/actions"
+        self._providers = f"{base_url.rstrip('/')}/internal/providers"
         self._http = http
         self._timeout = timeout
 
@@ -129,6 +132,31 @@ class BinderClient:
         response = await self._send("POST", self._url, user_token, request_id, body)
         data = self._json(response)
         return self._grant(response.status_code, data, provider=provider, scopes=scopes)
+
+    async def display_names(
+        self, user_token: str, *, request_id: str | None = None
+    ) -> dict[str, str]:
+        """Provider name -> display name, as the binder lists its providers.
+
+        BinderUnavailable for any answer but a well-formed 200 (the caller falls back to the
+        names themselves).
+        """
+        response = await self._send("GET", self._providers, user_token, request_id, None)
+        data = self._json(response)
+        if response.status_code != 200:
+            raise BinderUnavailable(f"binder_{response.status_code}")
+        providers = data.get("providers")
+        if not isinstance(providers, list):
+            raise BinderUnavailable("binder_malformed_response")
+        names: dict[str, str] = {}
+        for item in providers:
+            if not isinstance(item, dict):
+                raise BinderUnavailable("binder_malformed_response")
+            name, display = item.get("name"), item.get("display_name")
+            if not isinstance(name, str) or not isinstance(display, str) or not display.strip():
+                raise BinderUnavailable("binder_malformed_response")
+            names[name] = display[:64]
+        return names
 
     # ------------------------------------------------------------------------------ actions
 

@@ -42,7 +42,7 @@ from agent.binder_client import (
     arguments_sha256,
 )
 from agent.text import format_characters
-from agent.tooling import Model, Tool, ToolError, ToolOutcome, ToolSpec, Turn, upstream_status
+from agent.tools.base import Model, Tool, ToolError, ToolOutcome, ToolSpec, Turn, upstream_status
 from svc_common.identity import VerifiedUser
 
 _audit = logging.getLogger("agent.audit")

@@ -34,14 +34,10 @@
     insufficient_scope: "needs more access",
     reauthorization_required: "access expired",
   };
-  const PROVIDER_NAMES = {
-    github: "GitHub",
-    gitlab: "GitLab",
-    google: "Google",
-    microsoft: "Microsoft",
-    slack: "Slack",
-    atlassian: "Atlassian",
-  };
+  // Provider display names come from the server (GET /app/providers, the binder's names for
+  // this agent's providers), so the page never keeps a list of its own to drift.
+  const PROVIDERS_ENDPOINT = "/app/providers";
+  const displayNames = new Map();
   const STATUS_LABELS = {
     ok: "ok",
     error: "error",
@@ -90,13 +86,34 @@
   let idCounter = 0;
   const nextId = (prefix) => `${prefix}-${++idCounter}`;
 
+  /** A provider's label: the server's display name, else the name itself. */
   function providerName(provider) {
     const key = asString(provider);
-    if (Object.prototype.hasOwnProperty.call(PROVIDER_NAMES, key.toLowerCase())) {
-      return PROVIDER_NAMES[key.toLowerCase()];
+    if (displayNames.has(key)) return displayNames.get(key);
+    return key || "account";
+  }
+
+  /** Fetch the display names once at load; on any failure the names stand as they are. */
+  async function loadProviders() {
+    try {
+      const response = await fetch(PROVIDERS_ENDPOINT, {
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+        cache: "no-store",
+        redirect: "manual",
+      });
+      if (!response.ok) return;
+      const data = await response.json();
+      if (!isObject(data) || !Array.isArray(data.providers)) return;
+      for (const item of data.providers) {
+        if (isObject(item) && typeof item.name === "string" && typeof item.display_name === "string") {
+          displayNames.set(item.name, item.display_name);
+        }
+      }
+      if (!busy) renderAll(); // else the next render shows them
+    } catch (_) {
+      // Labels keep the provider names; nothing else depends on this.
     }
-    const words = key.replace(/[_-]+/g, " ").trim();
-    return words ? words.charAt(0).toUpperCase() + words.slice(1) : "account";
   }
 
   /** Reply text as shown. */
@@ -844,6 +861,7 @@
   // ---------------------------------------------------------------- start
 
   renderAll();
+  loadProviders();
   if (state.connect) showReturnNotice(); // reloaded after a Connect click
   if (state.entries.length) ui.scroller.scrollTop = ui.scroller.scrollHeight;
   ui.message.focus();

@@ -1,4 +1,4 @@
-"""The contract between the agent's parts: tools, the model loop, and the orchestrator.
+"""The contracts between the agent's parts: tools, tool families, the model loop, the orchestrator.
 
 - A tool declares what it needs (provider and scopes) and how it is called (JSON schema); it
   receives an access token from the orchestrator and never anything else secret.
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import httpx2
 
@@ -117,3 +117,79 @@ class Model(Protocol):
         tools: Sequence[ToolSpec],
         execute: Execute,
     ) -> ModelReply: ...
+
+
+# ------------------------------------------------------------------------------- tool families
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolContext:
+    """What a family may read from the agent's settings to build its tools.
+
+    ``api_urls``: API base URLs by key (``github``, ``google``, ``microsoft``, ``notes``...);
+    a family falls back to its provider's public URL, and a family whose API has none (the
+    notes server) builds no tools without one. ``oidc_userinfo``: OIDC provider -> UserInfo URL.
+    ``probe``: set only by registration checks, which build every tool a family can build
+    (each missing URL stands in as ``PROBE_URL``) to check their schemas and phrases at import.
+    """
+
+    api_urls: Mapping[str, str] = field(default_factory=dict)
+    oidc_userinfo: Mapping[str, str] = field(default_factory=dict)
+    probe: bool = False
+
+    def api_url(self, key: str, default: str | None = None) -> str | None:
+        """The configured URL for ``key``, else ``default`` (None: this API is not configured)."""
+        url = self.api_urls.get(key) or default
+        if url is None and self.probe:
+            return PROBE_URL
+        return url
+
+
+PROBE_URL: Final = "https://probe.invalid"
+
+
+# The planner's reply for a successful outcome: (provider, content) -> text.
+Reply = Callable[[str, Mapping[str, Any]], str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Phrase:
+    """One way of asking for a tool, for the offline planner (no model involved).
+
+    ``pattern``: a regular expression searched case-insensitively in the message (whitespace
+    collapsed to single spaces unless ``keep_lines``). Its named groups are the tool's
+    arguments: group ``title`` fills argument ``title``; alternatives of one argument are named
+    ``title__2``, ``title__3`` (the first that matched wins). Values are stripped; those named
+    in ``unquote`` also lose surrounding quotes; ``defaults`` fill arguments no group gave. A
+    match whose required arguments (the tool's schema) come out blank does not count.
+    ``{provider}`` in the pattern stands for the tool's provider name (escaped).
+    ``hint``: instead of calling the tool, answer this text (``{choices}``: the family group's
+    choices, see ``ToolPhrases``): for a request that names the tool but not its arguments.
+    ``priority``: higher is tried first; the first priority with a match decides.
+    """
+
+    pattern: str
+    priority: int = 10
+    hint: str | None = None
+    keep_lines: bool = False
+    unquote: tuple[str, ...] = ()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolPhrases:
+    """Everything the offline planner knows about one tool (or a name pattern of tools).
+
+    ``tool``: the tool's name, or a shell-style pattern (``*_whoami``) for tools named at run
+    time. ``example``: what the planner's help suggests (``{provider}`` is replaced).
+    ``group`` and ``choice``: tools answering the same question for different providers (who
+    am I); when a message matches several of them the planner asks which, listing each
+    available tool's ``choice``. ``reply``: how a successful result is told to the user.
+    """
+
+    tool: str
+    phrases: tuple[Phrase, ...] = ()
+    example: str | None = None
+    group: str | None = None
+    choice: str | None = None
+    reply: Reply | None = None
