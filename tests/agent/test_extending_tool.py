@@ -24,13 +24,10 @@ _COPIED = ("services/agent", "services/common", "tests/agent/tools", "pyproject.
 
 
 def _recipe() -> str:
-    """The merged docs/extending.md once it holds the tool section, else docs/extending-tool.md."""
-    merged = ROOT / "docs" / "extending.md"
-    if merged.exists():
-        text = merged.read_text()
-        if "## Add a tool" in text and "<!-- file: services/agent/agent/tools/" in text:
-            return text.split("## Add a tool", 1)[1].split("\n## ", 1)[0]
-    return (ROOT / "docs" / "extending-tool.md").read_text()
+    """The "Add a tool" section of docs/extending.md."""
+    text = (ROOT / "docs" / "extending.md").read_text()
+    assert "## Add a tool" in text, "docs/extending.md lost its tool recipe"
+    return text.split("## Add a tool", 1)[1].split("\n## ", 1)[0]
 
 
 def _blocks() -> dict[str, str]:
