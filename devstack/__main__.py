@@ -163,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         provider_entry = {
             "name": PROVIDER,
             "kind": "oidc",
+            "display_name": "Local OIDC provider",
             "client_id": PROVIDER_CLIENT_ID,
             "issuer": provider,
             "secret_arn": local.provider_secrets[PROVIDER],
@@ -253,6 +254,7 @@ def notes_provider_entry(*, issuer: str, secret_arn: str) -> dict[str, object]:
     return {
         "name": NOTES_PROVIDER,
         "kind": "oidc",
+        "display_name": "Notes (local API)",
         "client_id": NOTES_CLIENT_ID,
         "issuer": issuer,
         "secret_arn": secret_arn,

@@ -180,7 +180,7 @@ def test_local_demo_end_to_end(stack: Stack, browser: object) -> None:
     consent.wait_for_selector("button[value='alice@demo.example']")
     _shot(consent, "03-provider-consent")
     consent.click("button[value='alice@demo.example']")
-    consent.wait_for_selector("text=demo is connected")
+    consent.wait_for_selector("text=Local OIDC provider is connected")
     _shot(consent, "04-connected")
     consent.close()
 
@@ -196,7 +196,7 @@ def test_local_demo_end_to_end(stack: Stack, browser: object) -> None:
     page.wait_for_selector("text=Connected accounts")
     _shot(page, "06-connections")
     page.click("button:has-text('Disconnect')")
-    page.wait_for_selector("text=demo was disconnected.")
+    page.wait_for_selector("text=Local OIDC provider was disconnected.")
     _shot(page, "07-disconnected")
     assert _vault_secrets(stack) == []
     context.close()  # type: ignore[attr-defined]
@@ -266,7 +266,7 @@ def test_a_write_runs_once_after_approval_in_the_browser(stack: Stack, browser: 
     consent = popup_info.value
     consent.wait_for_selector("button[value='alice@demo.example']")
     consent.click("button[value='alice@demo.example']")
-    consent.wait_for_selector("text=notes is connected")
+    consent.wait_for_selector("text=Notes (local API) is connected")
     consent.close()
 
     page.click("[data-testid=retry]")
