@@ -82,7 +82,9 @@ class GitHubDeployRoles(Construct):
         if not environment or _NOT_IN_A_SUBJECT & set(environment):
             raise ValueError(f"environment must be a GitHub environment name, got {environment!r}")
         if not bootstrap_qualifier.isalnum():
-            raise ValueError(f"bootstrap_qualifier must be letters and digits, got {bootstrap_qualifier!r}")
+            raise ValueError(
+                f"bootstrap_qualifier must be letters and digits, got {bootstrap_qualifier!r}"
+            )
         if existing_oidc_provider_arn is not None and oidc_provider_thumbprints is not None:
             raise ValueError(
                 "give existing_oidc_provider_arn or oidc_provider_thumbprints, not both: "
@@ -90,10 +92,8 @@ class GitHubDeployRoles(Construct):
             )
 
         if existing_oidc_provider_arn is not None:
-            self.oidc_provider: iam.IOidcProvider = (
-                iam.OidcProviderNative.from_oidc_provider_arn(
-                    self, "OidcProvider", existing_oidc_provider_arn
-                )
+            self.oidc_provider: iam.IOidcProvider = iam.OidcProviderNative.from_oidc_provider_arn(
+                self, "OidcProvider", existing_oidc_provider_arn
             )
         else:
             self.oidc_provider = iam.OidcProviderNative(

@@ -46,7 +46,7 @@ def _actionlint() -> str:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    data: dict[Any, Any] = yaml.safe_load(path.read_text())
     # YAML 1.1 reads the key `on` as the boolean true.
     if True in data:
         data["on"] = data.pop(True)
@@ -156,7 +156,8 @@ def test_roles_come_from_repository_variables_never_from_secrets_or_keys() -> No
     for path in WORKFLOWS:
         text = path.read_text()
         assert not re.search(r"secrets\.AWS_", text, re.I), path.name
-        assert "aws-access-key-id" not in text and "aws-secret-access-key" not in text
+        assert "aws-access-key-id" not in text
+        assert "aws-secret-access-key" not in text
         for name, job in _jobs(path).items():
             for step in _steps(job):
                 if step.get("uses", "").startswith(f"{ROLE_ACTION}@"):
@@ -205,13 +206,13 @@ def test_pull_requests_run_the_checks_and_post_the_diff() -> None:
     assert _load(PULL_REQUEST)["on"]["pull_request"] == {"branches": ["main"]}
     runs = {name: _runs(job) for name, job in jobs.items()}
     assert "make test" in runs["test"]
-    assert "make synth" in runs["synth"] and "cfn-lint" in runs["synth"]
+    assert "make synth" in runs["synth"]
+    assert "cfn-lint" in runs["synth"]
     (differ,) = [name for name, job in jobs.items() if _assumes_a_role(job)]
-    assert "cdk" in runs[differ] and "diff --method template" in runs[differ]
+    assert "cdk" in runs[differ]
+    assert "diff --method template" in runs[differ]
     assert runs[differ].count("GITHUB_STEP_SUMMARY") == 2, "the diff, or why it was skipped"
-    (step,) = [
-        s for s in _steps(jobs[differ]) if s.get("uses", "").startswith(f"{ROLE_ACTION}@")
-    ]
+    (step,) = [s for s in _steps(jobs[differ]) if s.get("uses", "").startswith(f"{ROLE_ACTION}@")]
     assert step["with"]["role-to-assume"] == "${{ vars.AWS_DIFF_ROLE_ARN }}"
     # Skipped, not failed, without the variables or for a fork's pull request.
     assert step["if"] == "env.AWS_CONFIGURED == 'true'"
@@ -230,4 +231,6 @@ def test_setup_caches_are_keyed_on_the_lock_files() -> None:
     ]
     assert keys
     for key in keys:
-        assert "hashFiles(" in key and "package-lock.json" in key and "requirements" in key
+        assert "hashFiles(" in key
+        assert "package-lock.json" in key
+        assert "requirements" in key
