@@ -185,17 +185,6 @@ class PipelineConfig:
     existing_oidc_provider_arn: str | None = None
     bootstrap_qualifier: str = DEFAULT_BOOTSTRAP_QUALIFIER
 
-    @property
-    def deploy_subject(self) -> str:
-        """The `sub` claim of a job that runs in the protected environment."""
-        return f"repo:{self.repository}:environment:{self.environment}"
-
-    @property
-    def pull_request_subject(self) -> str:
-        """The `sub` claim of a job triggered by a pull request (never one from a fork: those
-        get no token)."""
-        return f"repo:{self.repository}:pull_request"
-
 
 @dataclass(frozen=True, kw_only=True)
 class AppConfig:
@@ -381,7 +370,7 @@ class AppConfig:
                 keys.append(f"providers.{provider.name} (endpoints)")
         if self.alarm_email and _is_reserved_host(self.alarm_email.rsplit("@", 1)[-1]):
             keys.append("alarm_email")
-        if self.pipeline and "example" in self.pipeline.repository.lower():
+        if self.pipeline and "example" in self.pipeline.repository.split("/")[0].lower():
             # Trusting a repository nobody here owns would hand its owner the deploy role.
             keys.append("pipeline.repository")
         return tuple(keys)

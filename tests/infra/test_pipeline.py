@@ -279,8 +279,6 @@ def test_the_example_configuration_parses_with_its_defaults() -> None:
     assert pipeline.environment == "production"
     assert pipeline.bootstrap_qualifier == "hnb659fds"
     assert pipeline.existing_oidc_provider_arn is None
-    assert pipeline.deploy_subject == "repo:acme-corp/agents:environment:production"
-    assert pipeline.pull_request_subject == "repo:acme-corp/agents:pull_request"
 
 
 @pytest.mark.parametrize(
@@ -331,7 +329,8 @@ def test_without_the_key_there_is_no_pipeline() -> None:
 def test_the_example_repository_is_refused_for_deployment() -> None:
     """Trusting `example-org/...` would hand whoever owns that name on GitHub the deploy role."""
     assert "pipeline.repository" in _config(example_context()["pipeline"]).example_values()
-    assert "pipeline.repository" not in _config({"repository": "acme/agents"}).example_values()
+    for real in ("acme/agents", "acme/examples"):
+        assert "pipeline.repository" not in _config({"repository": real}).example_values()
 
 
 def _run_app(tmp_path: Path, context: dict[str, Any]) -> subprocess.CompletedProcess[str]:
