@@ -2,7 +2,9 @@
 """CDK entry point: the only place that reads context or environment.
 
 It turns CDK context (cdk.json, `-c key=value`) into one frozen `AppConfig`, composes the
-three stacks with it, and applies the four cdk-nag packs through CDK's Validations API.
+three stacks with it (and, with the `pipeline` key, the GitHub deploy roles' stack, which an
+administrator deploys once: docs/pipeline.md), and applies the four cdk-nag packs through
+CDK's Validations API.
 A bad context value stops synthesis with a message naming the key (exit code 2).
 
 Two context keys are set by `make deploy` (tools/deploy.py), never in cdk.json:
@@ -30,10 +32,14 @@ if _BINDER not in sys.path:
 from stacks.config import AppConfig, ConfigError  # noqa: E402
 from stacks.identity_stack import IdentityStack  # noqa: E402
 from stacks.network_stack import NetworkStack  # noqa: E402
+from stacks.pipeline_stack import PipelineStack  # noqa: E402
 from stacks.services_stack import ServicesStack  # noqa: E402
 
 # Context keys that `make deploy` sets (tools/deploy.py), beside those of `AppConfig`.
 DEPLOY_CONTEXT_KEYS = ("deploy", "upstream_outputs_sha256")
+# Where CDK's default synthesizer reads a custom bootstrap qualifier; the pipeline's roles must
+# name the same bootstrap roles the templates are deployed with.
+BOOTSTRAP_QUALIFIER_CONTEXT = "@aws-cdk/core:bootstrapQualifier"
 NAG_PACKS = (AwsSolutionsChecks, NIST80053R5Checks, HIPAASecurityChecks, PCIDSS321Checks)
 
 
@@ -77,6 +83,21 @@ def build(app: cdk.App) -> tuple[IdentityStack, NetworkStack, ServicesStack]:
         env=env,
         description="Secure agents on ECS: cluster, agent and binder services, ALB, WAF, alarms",
     )
+    if config.pipeline is not None:
+        synthesizer_qualifier = app.node.try_get_context(BOOTSTRAP_QUALIFIER_CONTEXT)
+        if synthesizer_qualifier not in (None, config.pipeline.bootstrap_qualifier):
+            raise ConfigError(
+                "context key 'pipeline.bootstrap_qualifier' must equal "
+                f"'{BOOTSTRAP_QUALIFIER_CONTEXT}' ({synthesizer_qualifier}): the pipeline "
+                "assumes the bootstrap roles the stacks are deployed with"
+            )
+        PipelineStack(
+            app,
+            f"{prefix}Pipeline",
+            pipeline=config.pipeline,
+            env=env,
+            description="Secure agents on ECS: GitHub Actions deploy and diff roles (OIDC)",
+        )
     for key, value in {"project": "secure-agents-on-ecs", **config.tags}.items():
         cdk.Tags.of(app).add(key, value)
     cdk.Validations.of(app).add_plugins(*(pack(app) for pack in NAG_PACKS))

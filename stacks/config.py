@@ -80,6 +80,25 @@ _EXAMPLE_ACCOUNTS = frozenset({"111111111111", "000000000000", "123456789012"})
 _RESERVED_DNS = re.compile(r"(^|\.)(example\.(com|net|org)|example|test|invalid)$", re.IGNORECASE)
 _ZERO_RUN = re.compile(r"0{8}")
 
+# GitHub's own rules: an owner (user or organization) is 1-39 letters, digits and single
+# hyphens, not at either end; a repository name is 1-100 letters, digits, '.', '_' and '-'.
+_GITHUB_REPOSITORY = re.compile(
+    r"^(?P<owner>[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38})/(?P<name>[A-Za-z0-9._-]{1,100})$"
+)
+# A GitHub environment name as it appears in the OIDC token's `sub` claim. GitHub allows more
+# (spaces, most punctuation); these are the characters that survive every tool unquoted.
+_GITHUB_ENVIRONMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+# CDK's bootstrap qualifier (`cdk bootstrap --qualifier`): up to 10 letters and digits.
+_BOOTSTRAP_QUALIFIER = re.compile(r"^[A-Za-z0-9]{1,10}$")
+GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
+_OIDC_PROVIDER_ARN = re.compile(
+    r"^arn:aws[a-z-]*:iam::(\d{12}):oidc-provider/" + re.escape(GITHUB_OIDC_HOST) + "$"
+)
+DEFAULT_BOOTSTRAP_QUALIFIER = "hnb659fds"
+PIPELINE_FIELDS = frozenset(
+    {"repository", "environment", "existing_oidc_provider_arn", "bootstrap_qualifier"}
+)
+
 
 class ConfigError(ValueError):
     """A context value is missing or malformed. The message names the key and the expected form."""
@@ -146,6 +165,23 @@ class BedrockModel:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PipelineConfig:
+    """The GitHub repository whose workflows may deploy this app, and how (docs/pipeline.md).
+
+    `repository` is `owner/name` exactly as GitHub spells it (IAM compares the token's `sub`
+    claim case-sensitively); `environment` is the protected GitHub environment of the deploy
+    job; `existing_oidc_provider_arn` is the account's GitHub OIDC provider when it already
+    has one (an account holds one per URL), else the pipeline stack creates it;
+    `bootstrap_qualifier` is the `cdk bootstrap --qualifier` whose roles the pipeline assumes.
+    """
+
+    repository: str
+    environment: str = "production"
+    existing_oidc_provider_arn: str | None = None
+    bootstrap_qualifier: str = DEFAULT_BOOTSTRAP_QUALIFIER
+
+
+@dataclass(frozen=True, kw_only=True)
 class AppConfig:
     account: str
     region: str
@@ -170,6 +206,7 @@ class AppConfig:
     waf_rate_limit: int
     alarm_email: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    pipeline: PipelineConfig | None = None
 
     @property
     def service_namespace(self) -> str:
@@ -289,6 +326,7 @@ class AppConfig:
             waf_rate_limit=_int(get, "waf_rate_limit", 1000, 10, 2_000_000_000),
             alarm_email=_email(get("alarm_email")),
             tags=_tags(get("tags")),
+            pipeline=_pipeline(get("pipeline"), account=account),
         )._checked()
 
     def example_values(self) -> tuple[str, ...]:
@@ -320,6 +358,9 @@ class AppConfig:
                 keys.append(f"providers.{provider.name} (endpoints)")
         if self.alarm_email and _is_reserved_host(self.alarm_email.rsplit("@", 1)[-1]):
             keys.append("alarm_email")
+        if self.pipeline and "example" in self.pipeline.repository.split("/")[0].lower():
+            # Trusting a repository nobody here owns would hand its owner the deploy role.
+            keys.append("pipeline.repository")
         return tuple(keys)
 
     def require_deployable(self) -> None:
@@ -531,6 +572,75 @@ def _email(value: Any) -> str | None:
     if not isinstance(value, str) or not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
         raise ConfigError("context key 'alarm_email': expected an email address")
     return value
+
+
+def _pipeline(value: Any, *, account: str) -> PipelineConfig | None:
+    """The optional `pipeline` key: absent (or null) means no pipeline stack."""
+    form = (
+        '{"repository": "<owner>/<repo>"} with optional "environment", '
+        '"existing_oidc_provider_arn" and "bootstrap_qualifier"'
+    )
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"context key 'pipeline': expected {form}")
+    unknown = sorted(str(k) for k in set(value) - PIPELINE_FIELDS)
+    if unknown:
+        raise ConfigError(f"context key 'pipeline': unknown field {', '.join(unknown)}; {form}")
+    repository = _pipeline_field(
+        value,
+        "repository",
+        _GITHUB_REPOSITORY,
+        "<owner>/<repo> as GitHub spells it (owner: letters, digits and single hyphens; "
+        "repo: letters, digits, '.', '_' and '-')",
+    )
+    if repository is None:
+        raise ConfigError("context key 'pipeline.repository' is required: expected <owner>/<repo>")
+    if repository.split("/", 1)[1] in (".", ".."):
+        raise ConfigError(f"context key 'pipeline.repository': '{repository}' is not a repository")
+    provider_arn = _pipeline_field(
+        value,
+        "existing_oidc_provider_arn",
+        _OIDC_PROVIDER_ARN,
+        f"arn:aws:iam::<account>:oidc-provider/{GITHUB_OIDC_HOST}",
+    )
+    match = _OIDC_PROVIDER_ARN.fullmatch(provider_arn or "")
+    if match and match.group(1) != account:
+        raise ConfigError(
+            "context key 'pipeline.existing_oidc_provider_arn': the provider must be in the "
+            f"stack's account ({account}), not {match.group(1)}"
+        )
+    environment = _pipeline_field(
+        value,
+        "environment",
+        _GITHUB_ENVIRONMENT,
+        "a GitHub environment name: 1-255 letters, digits, '.', '_' and '-', starting with a "
+        "letter or digit",
+    )
+    qualifier = _pipeline_field(
+        value,
+        "bootstrap_qualifier",
+        _BOOTSTRAP_QUALIFIER,
+        "the qualifier given to cdk bootstrap: 1-10 letters and digits",
+    )
+    return PipelineConfig(
+        repository=repository,
+        environment=environment or "production",
+        existing_oidc_provider_arn=provider_arn,
+        bootstrap_qualifier=qualifier or DEFAULT_BOOTSTRAP_QUALIFIER,
+    )
+
+
+def _pipeline_field(
+    value: Mapping[str, Any], name: str, pattern: re.Pattern[str], form: str
+) -> str | None:
+    item = value.get(name)
+    if item is None:
+        return None
+    if not isinstance(item, str) or not pattern.fullmatch(item):
+        shown = f"'{item}'" if isinstance(item, str) else f"a {type(item).__name__}"
+        raise ConfigError(f"context key 'pipeline.{name}': expected {form}, got {shown}")
+    return item
 
 
 def _tags(value: Any) -> dict[str, str]:

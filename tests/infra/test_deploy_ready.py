@@ -43,6 +43,7 @@ REAL_VALUES: dict[str, Any] = {
     },
     "bedrock_model_ids": [GLOBAL_PROFILE, FOUNDATION_MODEL],
     "stack_prefix": "Staging",
+    "pipeline": {"repository": "acme-internal/agents-platform", "environment": "staging"},
 }
 
 
