@@ -37,13 +37,11 @@ class Recipe:
 
 
 def _section() -> str:
-    """docs/extending.md's section once it is merged there, else docs/extending-stack.md."""
-    for name in ("extending.md", "extending-stack.md"):
-        path = ROOT / "docs" / name
-        if path.exists() and SECTION in (text := path.read_text()):
-            body = text.split(SECTION, 1)[1]
-            return re.split(r"^## ", body, maxsplit=1, flags=re.M)[0]
-    raise AssertionError(f"no '{SECTION}' section in docs/extending.md or extending-stack.md")
+    """The "Add a stack" section of docs/extending.md."""
+    text = (ROOT / "docs" / "extending.md").read_text()
+    assert SECTION in text, f"docs/extending.md lost its '{SECTION}' section"
+    body = text.split(SECTION, 1)[1]
+    return re.split(r"^## ", body, maxsplit=1, flags=re.M)[0]
 
 
 def _recipe() -> Recipe:
