@@ -84,8 +84,12 @@ def build(app: cdk.App) -> tuple[IdentityStack, NetworkStack, ServicesStack]:
         description="Secure agents on ECS: cluster, agent and binder services, ALB, WAF, alarms",
     )
     if config.pipeline is not None:
-        synthesizer_qualifier = app.node.try_get_context(BOOTSTRAP_QUALIFIER_CONTEXT)
-        if synthesizer_qualifier not in (None, config.pipeline.bootstrap_qualifier):
+        # Unset, the stacks deploy with CDK's default bootstrap roles (hnb659fds).
+        synthesizer_qualifier = (
+            app.node.try_get_context(BOOTSTRAP_QUALIFIER_CONTEXT)
+            or cdk.DefaultStackSynthesizer.DEFAULT_QUALIFIER
+        )
+        if synthesizer_qualifier != config.pipeline.bootstrap_qualifier:
             raise ConfigError(
                 "context key 'pipeline.bootstrap_qualifier' must equal "
                 f"'{BOOTSTRAP_QUALIFIER_CONTEXT}' ({synthesizer_qualifier}): the pipeline "

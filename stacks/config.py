@@ -100,6 +100,11 @@ PIPELINE_FIELDS = frozenset(
 )
 
 
+# The repositories cdk.json and the docs show: trusting one that nobody here owns would hand
+# its owner the deploy role, so a deployment refuses them (and nothing else).
+EXAMPLE_REPOSITORIES = frozenset({"example-org/secure-agents-on-ecs", "acme-corp/secure-agents"})
+
+
 class ConfigError(ValueError):
     """A context value is missing or malformed. The message names the key and the expected form."""
 
@@ -358,7 +363,7 @@ class AppConfig:
                 keys.append(f"providers.{provider.name} (endpoints)")
         if self.alarm_email and _is_reserved_host(self.alarm_email.rsplit("@", 1)[-1]):
             keys.append("alarm_email")
-        if self.pipeline and "example" in self.pipeline.repository.split("/")[0].lower():
+        if self.pipeline and self.pipeline.repository.lower() in EXAMPLE_REPOSITORIES:
             # Trusting a repository nobody here owns would hand its owner the deploy role.
             keys.append("pipeline.repository")
         return tuple(keys)

@@ -219,6 +219,8 @@ def test_pull_requests_run_the_checks_and_post_the_diff() -> None:
     configured = jobs[differ]["env"]["AWS_CONFIGURED"]
     assert "vars.AWS_DIFF_ROLE_ARN != ''" in configured
     assert "github.event.pull_request.head.repo.full_name == github.repository" in configured
+    # The diff role trusts only the pull_request subject: a run by hand would be refused.
+    assert "github.event_name == 'pull_request'" in configured
 
 
 def test_setup_caches_are_keyed_on_the_lock_files() -> None:

@@ -329,7 +329,10 @@ def test_without_the_key_there_is_no_pipeline() -> None:
 def test_the_example_repository_is_refused_for_deployment() -> None:
     """Trusting `example-org/...` would hand whoever owns that name on GitHub the deploy role."""
     assert "pipeline.repository" in _config(example_context()["pipeline"]).example_values()
-    for real in ("acme/agents", "acme/examples"):
+    assert (
+        "pipeline.repository" in _config({"repository": "acme-corp/secure-agents"}).example_values()
+    )
+    for real in ("acme/agents", "acme/examples", "counterexample-inc/agents"):
         assert "pipeline.repository" not in _config({"repository": real}).example_values()
 
 
@@ -364,6 +367,20 @@ def test_the_qualifier_must_match_the_one_the_stacks_are_deployed_with(tmp_path:
     result = _run_app(tmp_path, context)
     assert result.returncode == 2
     assert "'pipeline.bootstrap_qualifier' must equal" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_qualifier_other_than_cdks_default_needs_the_stacks_to_use_it_too(
+    tmp_path: Path,
+) -> None:
+    """Unset, the stacks deploy with the default bootstrap roles: a pipeline that assumes
+    another qualifier's roles would fail every deploy with AccessDenied."""
+    context = {k: v for k, v in example_context().items() if "bootstrapQualifier" not in k}
+    context["pipeline"] = {**context["pipeline"], "bootstrap_qualifier": "team7"}
+    result = _run_app(tmp_path, context)
+    assert result.returncode == 2
+    assert "'pipeline.bootstrap_qualifier' must equal" in result.stderr
+    assert "(hnb659fds)" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -27,16 +27,24 @@ _TOKEN_LIKE: Final = (
     re.compile(r"\b(?:gh[pousr]_|github_pat_)[A-Za-z0-9_]{8,}"),  # GitHub tokens
     re.compile(r"\bya29\.[A-Za-z0-9._-]+"),  # Google access tokens
     re.compile(r"\bxox[abposr]-[A-Za-z0-9-]+"),  # Slack-style tokens
-    # long opaque strings with letters and digits and nothing else
-    re.compile(r"\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{40,}"),
 )
+# Long opaque strings: a run of 40 or more of these characters with a letter and a digit in it
+# (checked on the run, not by lookaheads at every position, which were quadratic).
+_OPAQUE_RUN: Final = re.compile(r"[A-Za-z0-9_-]{40,}")
+_DIGIT: Final = re.compile(r"\d")
+_LETTER: Final = re.compile(r"[A-Za-z]")
+
+
+def _opaque(match: re.Match[str]) -> str:
+    run = match.group()
+    return "[redacted]" if _DIGIT.search(run) and _LETTER.search(run) else run
 
 
 def scrub(text: str) -> str:
     """Replace anything token-like in `text` with "[redacted]"."""
     for pattern in _TOKEN_LIKE:
         text = pattern.sub("[redacted]", text)
-    return text
+    return _OPAQUE_RUN.sub(_opaque, text)
 
 
 @dataclass(frozen=True)

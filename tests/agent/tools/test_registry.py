@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from agent.tools.base import Phrase, ToolPhrases
@@ -119,6 +122,23 @@ def test_families_are_found_by_module() -> None:
         "notes",
         "oidc",
     ]
+
+
+def test_a_module_without_a_family_is_refused_not_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A family module that forgot (or misspelled) FAMILY fails the start, loudly."""
+    import agent.tools
+
+    (tmp_path / "stray.py").write_text("FAMILIES = None\n")
+    monkeypatch.setattr(agent.tools, "__path__", [*agent.tools.__path__, str(tmp_path)])
+    families.cache_clear()
+    try:
+        with pytest.raises(TypeError, match=r"agent\.tools\.stray is a tool family module without"):
+            families()
+    finally:
+        sys.modules.pop("agent.tools.stray", None)
+        families.cache_clear()
 
 
 def test_a_phrase_naming_no_argument_of_its_tool_is_refused_at_declaration() -> None:

@@ -111,6 +111,10 @@ def closed(**properties: Any) -> dict[str, Any]:
         (closed(q={"type": "integer", "minimum": float("nan")}), "'minimum'"),
         (closed(q={"type": "integer", "maximum": "10"}), "'maximum'"),
         (closed(q={"type": "string", "pattern": "("}), "'pattern'"),
+        (closed(q={"type": "string", "pattern": "^(a|b)$|^c$"}), "'pattern'"),
+        (closed(q={"type": "string", "pattern": "^(?P<x>a)$"}), "'pattern'"),
+        (closed(q={"type": "string", "pattern": "(?i)^a$"}), "'pattern'"),
+        (closed(q={"type": "string", "pattern": "^a\\Z"}), "'pattern'"),
         (closed(q={"type": "string", "description": 3}), "'description'"),
     ],
 )
@@ -223,3 +227,19 @@ def test_default_is_filled_in_and_examples_must_validate() -> None:
     schema = closed(q={"type": "integer", "minimum": 1, "default": 5, "examples": [2]})
     check_input_schema("probe_tool", schema)
     assert validate_arguments(schema, {}) == {"q": 5}
+
+
+def test_a_pattern_means_what_it_means_to_the_model() -> None:
+    """ECMA-262, not Python: `\\d` is ASCII digits and a final `$` does not match before a
+    newline (before, Arabic-Indic digits and "a\\n" passed)."""
+    tool = SchemaTool(
+        closed(
+            n={"type": "string", "pattern": "^\\d{3}$"}, m={"type": "string", "pattern": "^[ab]$"}
+        )
+    )
+    ToolRegistry([tool])
+    schema = tool.spec.input_schema
+    assert validate_arguments(schema, {"n": "123", "m": "a"}) == {"n": "123", "m": "a"}
+    for bad in ({"n": "\u0661\u0662\u0663", "m": "a"}, {"n": "123", "m": "a\n"}):
+        with pytest.raises(ToolError):
+            validate_arguments(schema, bad)

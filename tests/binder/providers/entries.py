@@ -36,6 +36,10 @@ CASES: list[tuple[str, dict[str, Any], bool]] = [
     ("Gh", {"kind": "github", **gh()}, False),
     ("g_h", {"kind": "github", **gh()}, False),
     ("g.h", {"kind": "github", **gh()}, False),
+    # a generic entry may not take a built-in kind's name (the agent's tools are named after them)
+    ("github", dict(OIDC), False),
+    ("slack", dict(OAUTH2), False),
+    ("github-sso", dict(OIDC), True),
     # client IDs
     ("github", {}, False),
     ("github", {"client_id": ""}, False),

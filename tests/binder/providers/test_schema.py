@@ -145,6 +145,8 @@ def test_a_display_name_is_kept_as_given(display_name: str) -> None:
         "Git\ufe0fHub",  # variation selector
         "Git\u3164Hub",  # Hangul filler
         "Git\ue000Hub",  # private use
+        "GitHub\U000e0100",  # variation selector supplement (Mn, printable)
+        "Git\ufff0Hub",  # unassigned, default ignorable
     ],
 )
 def test_a_display_name_must_look_like_what_it_is(display_name: object) -> None:
@@ -154,6 +156,14 @@ def test_a_display_name_must_look_like_what_it_is(display_name: object) -> None:
     assert excinfo.value.field == "display_name"
     if isinstance(display_name, str) and display_name.strip():
         assert display_name.strip() not in str(excinfo.value)
+
+
+def test_display_names_hide_nothing_the_shared_invisible_rule_hides() -> None:
+    """The copy of the ignorable ranges (the CDK app cannot import svc_common) is the rule's."""
+    from binder.providers import schema
+    from svc_common import invisible
+
+    assert schema._IGNORABLE == invisible._IGNORABLE
 
 
 # --- the CDK app's environment: the standard library only -------------------------------------

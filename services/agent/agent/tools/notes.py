@@ -197,7 +197,12 @@ FAMILY = ToolFamily(
                 # "add a note titled Groceries saying milk, eggs" / 'create a note "Groceries":
                 # milk'. Matched on the message as sent: the body keeps its lines.
                 Phrase(
-                    pattern=r"(?s)" + _ADD_NOTE + r"\s*(?:(?:titled|called|named)\s*:?\s*)?"
+                    # Only the message's first "add a note" is tried (the atomic group does
+                    # not backtrack to a later one): linear, where a search from every
+                    # occurrence was quadratic in the message's length.
+                    pattern=r"(?s)\A(?>.*?"
+                    + _ADD_NOTE
+                    + r")\s*(?:(?:titled|called|named)\s*:?\s*)?"
                     rf"(?:{_QUOTED_TITLE}|(?P<title__3>[^\n]+?))"
                     r"(?:\s*(?:\bsaying\b|\bthat\s+says\b|\bwith\s+(?:the\s+)?(?:body|text)\b|:)\s*"
                     r"(?P<body>.*?))?\s*\Z",

@@ -1,12 +1,13 @@
 """The tool families, found by module, and the registry of the tools one agent offers.
 
 A tool family is a module of this package with a module attribute ``FAMILY = ToolFamily(...)``:
-``families()`` imports every module of the package (``pkgutil.iter_modules``) and keeps those
-that have one, in module-name order, so adding a family is one new module (and its test); there
-is no list to edit. Declaring a ``ToolFamily`` checks it at once, at import: it builds every tool
-the family can build (``ToolContext.probe``) and refuses a bad tool name, an input schema that
-uses a keyword the validator does not enforce (``schema.check_input_schema``), and phrases whose
-named groups are not the tool's arguments.
+``families()`` imports every module of the package (``pkgutil.iter_modules``) but the
+infrastructure ones (``INFRASTRUCTURE``), in module-name order, and refuses one without a
+``FAMILY``, so adding a family is one new module (and its test); there is no list to edit.
+Declaring a ``ToolFamily`` checks it at once, at import: it builds every tool the family can
+build (``ToolContext.probe``) and refuses a bad tool name, an input schema that uses a keyword
+the validator does not enforce (``schema.check_input_schema``), and phrases whose named groups
+are not the tool's arguments.
 
 ``ToolRegistry`` holds the tools one agent offers (checked again as they register);
 ``Phrasebook`` answers the offline planner's one question: which tool answers this message,
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 _PACKAGE: Final = __name__.rpartition(".")[0]
+# The package's modules that are not tool families; every other module must declare FAMILY.
+INFRASTRUCTURE: Final = frozenset({"base", "http", "registry", "replies", "schema"})
 TOOL_NAME_RE: Final = re.compile(r"[a-z0-9_]{1,64}")
 QUOTES: Final = "\"'\u201c\u201d\u2018\u2019"  # straight and curly quotes
 _PROBE: Final = ToolContext(probe=True, oidc_userinfo=MappingProxyType({"probe": PROBE_URL}))
@@ -114,12 +117,15 @@ def families() -> tuple[ToolFamily, ...]:
     package = sys.modules[_PACKAGE]
     found: list[ToolFamily] = []
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name in INFRASTRUCTURE or info.name.startswith("_"):
+            continue
         module = importlib.import_module(f"{_PACKAGE}.{info.name}")
         family = getattr(module, "FAMILY", None)
-        if family is None:
-            continue
         if not isinstance(family, ToolFamily):
-            raise TypeError(f"{module.__name__}.FAMILY is not a ToolFamily")
+            # A family module that forgot its FAMILY would otherwise vanish without a word.
+            raise TypeError(
+                f"{module.__name__} is a tool family module without a ToolFamily FAMILY"
+            )
         if any(other.name == family.name for other in found):
             raise ValueError(f"two tool families are named {family.name!r}")
         found.append(family)

@@ -56,11 +56,43 @@ def _label(name: str) -> str:
     return json.dumps(name[:64])
 
 
+_ECMA_GROUPS = ("(?:", "(?=", "(?!", "(?<=", "(?<!")
+
+
+def _pattern_problem(pattern: str) -> str | None:
+    """Why `pattern` would not mean in Python what it means to the model (ECMA-262), or None.
+
+    Python differs where a schema author would not look: ``$`` also matches before a final
+    newline, ``\\d``/``\\w``/``\\s``/``\\b`` match non-ASCII text, and ``(?P<..>)``, inline flags,
+    ``\\A``/``\\Z`` exist only in Python. So a pattern may end with ``$`` (made exact below) but
+    hold no other ``$``, and its only ``(?`` groups are the ECMA ones (``_ECMA_GROUPS``).
+    """
+    in_class = False
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            if pattern[index + 1 : index + 2] in {"A", "Z", "z", "G"}:
+                return "uses a Python-only anchor"
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "$" and index != len(pattern) - 1:
+            return "has a '$' before its end (it would match before a newline)"
+        elif pattern.startswith("(?", index) and not pattern.startswith(_ECMA_GROUPS, index):
+            return "uses Python-only group syntax"
+        index += 1
+    return None
+
+
 def _python_pattern(pattern: str) -> re.Pattern[str]:
-    """An ECMA-262 style pattern for Python: a final ``$`` must not match before a newline."""
+    """An ECMA-262 pattern for Python: ASCII classes, and a final ``$`` that is the end."""
     if pattern.endswith("$") and not pattern.endswith("\\$"):
         pattern = pattern[:-1] + r"\Z"
-    return re.compile(pattern)
+    return re.compile(pattern, re.ASCII)
 
 
 def _check_value(name: str, schema: Mapping[str, Any], value: object) -> object:
@@ -210,6 +242,9 @@ def _check_property(name: str, prop: object) -> None:
     if "pattern" in prop:
         if not isinstance(prop["pattern"], str):
             raise ValueError(f"{where}: 'pattern' must be a string")
+        problem = _pattern_problem(prop["pattern"])
+        if problem is not None:
+            raise ValueError(f"{where}: 'pattern' {problem}")
         try:
             _python_pattern(prop["pattern"])
         except re.error:

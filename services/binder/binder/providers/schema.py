@@ -43,8 +43,10 @@ _SCOPE_RE: Final = re.compile(r"[\x21\x23-\x2b\x2d-\x5b\x5d-\x7e]+")
 _LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 GUID_RE: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Printable characters that still render as nothing (variation selectors, Hangul fillers, ...):
-# the Default_Ignorable_Code_Point ranges svc_common/invisible.py lists, which str.isprintable
-# lets through. A display name is shown on consent pages, so it must look like what it is.
+# the Default_Ignorable_Code_Point ranges of svc_common/invisible.py (copied, because the CDK
+# app imports this module with the standard library only; a test keeps the two equal), which
+# str.isprintable lets through. A display name is shown on consent pages, so it must look like
+# what it is.
 _IGNORABLE: Final = (
     (0x034F, 0x034F),
     (0x115F, 0x1160),
@@ -53,7 +55,10 @@ _IGNORABLE: Final = (
     (0x3164, 0x3164),
     (0xFE00, 0xFE0F),
     (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
     (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
 )
 
 # Fields every entry may have, whatever its kind.
@@ -421,6 +426,12 @@ def parse_entry(
     if not isinstance(kind_name, str) or kind_name not in KINDS:
         raise config_error(name, "kind", f"must be one of {', '.join(KINDS)}")
     kind = KINDS[kind_name]
+    if kind.display_name is None and name in KINDS and KINDS[name].display_name is not None:
+        # The agent's built-in tools are named after the built-in kinds (github_whoami, ...):
+        # a generic entry named like one would collide with them at the agent's start.
+        raise config_error(
+            name, "name", f"is a built-in kind's name; a {kind_name} entry needs another one"
+        )
     fields = [f for f in kind.fields if agent_fields or not f.agent_only]
     accepted = frozenset(COMMON_FIELDS) | {f.name for f in fields}
     for key, value in entry.items():
