@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "threat-model.md"
 CHECK = "tests/infra/test_threat_model.py::test_every_threat_row_names_tests_that_exist"
-_TEST = re.compile(r"`([a-z_]+/test_[a-z0-9_]+\.py)::(test_[a-z0-9_]+)`")
+_TEST = re.compile(r"`([a-z_]+(?:/[a-z_]+)*/test_[a-z0-9_]+\.py)::(test_[a-z0-9_]+)`")
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ def test_the_row_parser_reads_threat_tables_only() -> None:
             "| threat | mitigation | test |",
             "| --- | --- | --- |",
             "| forged thing (S) | a check | `binder/test_a.py::test_one`, "
-            "`agent/test_b.py::test_two` |",
+            "`agent/test_b.py::test_two`, `binder/providers/test_c.py::test_three` |",
             "| untested thing (T) | hope | none |",
             "## Accepted risks",
         ]
@@ -94,7 +94,11 @@ def test_the_row_parser_reads_threat_tables_only() -> None:
         (
             "Step 1",
             "forged thing (S)",
-            ("tests/binder/test_a.py::test_one", "tests/agent/test_b.py::test_two"),
+            (
+                "tests/binder/test_a.py::test_one",
+                "tests/agent/test_b.py::test_two",
+                "tests/binder/providers/test_c.py::test_three",
+            ),
         ),
         ("Step 1", "untested thing (T)", ()),
     ]
