@@ -58,8 +58,9 @@ def _tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def run_once(argv: list[str], context: dict[str, Any]) -> tuple[float, int]:
-    """Seconds and peak tree RSS of one synth in a fresh process; fails loudly on error."""
+def run_once(argv: list[str], context: dict[str, Any]) -> tuple[float, int, int]:
+    """Seconds, peak tree RSS and stack templates of one synth in a fresh process; fails
+    loudly on error."""
     with tempfile.TemporaryDirectory(prefix="bench-synth-") as outdir:
         env = {
             **os.environ,
@@ -87,31 +88,33 @@ def run_once(argv: list[str], context: dict[str, Any]) -> tuple[float, int]:
             raise RuntimeError(f"synth failed ({process.returncode}): {stderr[-2000:]}")
         if argv[-1] == "app.py" and not (Path(outdir) / "validation-report.json").exists():
             raise RuntimeError("the full synth wrote no validation report: nag packs missing?")
-        return elapsed, peak
+        return elapsed, peak, len(list(Path(outdir).glob("*.template.json")))
 
 
 def run(repeats: int = 3) -> dict[str, Any]:
     context = {**json.loads((ROOT / "cdk.json").read_text())["context"], **CLI_CONTEXT}
-    floor: list[tuple[float, int]] = []
-    full: list[tuple[float, int]] = []
+    floor: list[tuple[float, int, int]] = []
+    full: list[tuple[float, int, int]] = []
     run_once([sys.executable, "-c", FLOOR_APP], context)  # warm the file cache, not counted
     for _ in range(repeats):
         floor.append(run_once([sys.executable, "-c", FLOOR_APP], context))
         full.append(run_once([sys.executable, "app.py"], context))
-    floor_s = statistics.median(t for t, _ in floor)
-    full_s = statistics.median(t for t, _ in full)
-    peak = max(rss for _, rss in full)
+    floor_s = statistics.median(t for t, _, _ in floor)
+    full_s = statistics.median(t for t, _, _ in full)
+    peak = max(rss for _, rss, _ in full)
+    stacks = full[0][2]
     ratio = full_s / floor_s
     return {
         "name": "synth",
-        "description": "full synth (3 stacks, 4 nag packs) vs. an empty app, fresh processes",
+        "description": f"full synth ({stacks} stacks, 4 nag packs) vs. an empty app",
+        "stacks": stacks,
         "repeats": repeats,
         "floor_seconds": round(floor_s, 3),
         "full_seconds": round(full_s, 3),
         "ratio": round(ratio, 2),
         "ratio_target": MAX_RATIO,
         "full_peak_rss_mib": round(peak / 1024**2, 1),
-        "floor_peak_rss_mib": round(max(rss for _, rss in floor) / 1024**2, 1),
+        "floor_peak_rss_mib": round(max(rss for _, rss, _ in floor) / 1024**2, 1),
         "rss_target_mib": MAX_RSS_BYTES // 1024**2,
         "pass": ratio <= MAX_RATIO and peak < MAX_RSS_BYTES,
     }
