@@ -50,8 +50,10 @@ from binder.actions import (
 from binder.audit import audit
 from binder.broker import Broker, ConsentRequired, FlowError, IssuedToken, Unavailable
 from binder.oauth import OAuthClient
+from binder.providers import mcp
 from binder.providers.registry import ProviderRegistry
 from binder.providers.spec import ProviderSpec, validate_scopes
+from binder.registrations import ClientRegistrations
 from binder.sessions import SessionStore
 from binder.settings import Settings
 from binder.vault import Vault
@@ -108,14 +110,17 @@ def build_services(
     http = httpx2.AsyncClient(
         timeout=settings.http_timeout_seconds, follow_redirects=False, transport=provider_transport
     )
-    registry = ProviderRegistry.from_json(
-        settings.providers_json, allow_insecure_loopback=settings.allow_insecure_loopback
-    )
     vault = Vault(
         client=secrets_client,
         prefix=settings.vault_prefix,
         kms_key_id=settings.vault_kms_key_id,
         cache_ttl=settings.cache_ttl_seconds,
+    )
+    registry = ProviderRegistry.from_json(
+        settings.providers_json,
+        allow_insecure_loopback=settings.allow_insecure_loopback,
+        public_base_url=settings.public_base_url,
+        registrations=ClientRegistrations(vault=vault),
     )
     sessions = SessionStore(
         client=dynamodb,
@@ -708,6 +713,19 @@ def public_routes(services: Services) -> list[Route]:
             f"/oauth2/connections?disconnected={spec.name}&revoked={revoked}", status_code=303
         )
 
+    mcp_callbacks = services.registry.callback_urls(mcp.KIND.name)
+
+    async def client_metadata(request: Request) -> Response:
+        """The binder's OAuth Client ID Metadata Document, for MCP authorization servers that
+        fetch it: static, public, and the only /oauth2/ path served without a sign-in (the
+        edge must let it through unauthenticated). 404 when no mcp provider is configured."""
+        if not mcp_callbacks:
+            return JSONResponse({"error": "not_found"}, status_code=404)
+        return JSONResponse(
+            mcp.client_metadata_document(base, mcp_callbacks),
+            headers={"cache-control": "public, max-age=300"},
+        )
+
     async def approval_user(request: Request) -> VerifiedUser | Response:
         """The signed-in browser user, from the ALB's header only; any Authorization header,
         even next to it, refuses the request (whoever holds a bearer token must not approve)."""
@@ -795,6 +813,7 @@ def public_routes(services: Services) -> list[Route]:
         Route("/oauth2/actions/{action_id}/approve", approve, methods=["POST"]),
         Route("/oauth2/actions/{action_id}/deny", deny, methods=["POST"]),
         Route("/oauth2/authorize/{session_id}", authorize, methods=["GET"]),
+        Route(mcp.CLIENT_METADATA_PATH, client_metadata, methods=["GET"]),
         Route("/oauth2/callback/{provider}", callback, methods=["GET"]),
         Route("/oauth2/connections", connections, methods=["GET"]),
         Route("/oauth2/connections/{provider}/disconnect", disconnect, methods=["POST"]),

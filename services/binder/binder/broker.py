@@ -33,7 +33,7 @@ from binder.oauth import (
     revocation_needs_client_secret,
 )
 from binder.providers.registry import ProviderRegistry
-from binder.providers.spec import ProviderSpec, request_scopes
+from binder.providers.spec import PUBLIC_CLIENT, ProviderSpec, request_scopes
 from binder.sessions import (
     AUTHORIZING,
     COMPLETED,
@@ -95,6 +95,14 @@ class Disconnected:
     # "revoked_upstream" (every token confirmed revoked), "partly_revoked_upstream" or
     # "not_revoked_upstream" (refused, unreachable, unsupported, or nothing to revoke).
     revocation: str
+
+
+def bound_to(record: TokenRecord, spec: ProviderSpec) -> bool:
+    """Whether `record` may be used with `spec`: for a provider with an RFC 8707 resource, the
+    record must have been issued for that resource by that authorization server."""
+    if spec.resource is None:
+        return True
+    return (record.resource, record.issuer) == (spec.resource, spec.issuer)
 
 
 def _revocation_summary(outcomes: Mapping[str, str]) -> str:
@@ -240,6 +248,22 @@ class Broker:
             return await self._consent(
                 user, spec, scopes, return_url, REAUTHORIZATION_REQUIRED, request_id
             )
+        if not bound_to(record, spec):
+            # The audience rule: a token is only ever used for the server it was issued for.
+            # The provider now resolves to another resource or authorization server, so
+            # neither this access token nor its refresh token may be sent anywhere: consent
+            # again (which replaces the record).
+            audit(
+                "token_refused",
+                outcome="refused",
+                request_id=request_id,
+                user_hash=user.user_hash,
+                provider=spec.name,
+                reason="audience_mismatch",
+            )
+            return await self._consent(
+                user, spec, scopes, return_url, "audience_mismatch", request_id
+            )
         if not record.covers(scopes):
             # Keep what was granted (within the operator's allow-list) and add what is asked.
             kept = [
@@ -318,7 +342,10 @@ class Broker:
             self._vault_down(exc, user, spec.name, request_id)
         if not deleted:
             return None  # another disconnect got there first; it revokes and audits
-        outcomes = await self._revoke_upstream(spec, record) if record.status == ACTIVE else {}
+        # A token issued by another authorization server is never sent to this one, not even
+        # to revoke it.
+        revocable = record.status == ACTIVE and bound_to(record, spec)
+        outcomes = await self._revoke_upstream(spec, record) if revocable else {}
         summary = _revocation_summary(outcomes)
         audit(
             "connection_deleted",
@@ -824,10 +851,15 @@ class Broker:
             scopes=tuple(scopes),
             obtained_at=int(self._clock()),
             status=ACTIVE,
+            issuer=spec.issuer if spec.resource is not None else None,
+            resource=spec.resource,
         )
 
     async def _client_secret(self, spec: ProviderSpec) -> str:
-        """The provider's client secret from Secrets Manager, cached five minutes."""
+        """The provider's client secret from Secrets Manager, cached five minutes; "" for a
+        public client (token endpoint auth method "none"), which has none."""
+        if spec.token_endpoint_auth_method == PUBLIC_CLIENT:
+            return ""
         cached = self._client_secrets.get(spec.name)
         if cached and cached[0] > self._clock():
             return cached[1]

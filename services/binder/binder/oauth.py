@@ -20,7 +20,7 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 
 from binder.id_tokens import ID_TOKEN_ALGORITHMS as ID_TOKEN_ALGORITHMS
 from binder.id_tokens import IdTokenError, IdTokenValidator
-from binder.providers.spec import ProviderSpec
+from binder.providers.spec import PUBLIC_CLIENT, ProviderSpec
 
 # Revocation outcomes, per token, for the audit line of a disconnect.
 CONFIRMED = "confirmed"  # the provider said the token is revoked
@@ -32,7 +32,10 @@ OUTCOMES = (CONFIRMED, REFUSED, UNREACHABLE, UNSUPPORTED, NOT_ATTEMPTED)
 
 
 def revocation_needs_client_secret(spec: ProviderSpec) -> bool:
-    """Slack's token is its own credential; the other styles authenticate the client."""
+    """Slack's token is its own credential; the other styles authenticate the client (a
+    public client, auth method "none", has no secret to read)."""
+    if spec.token_endpoint_auth_method == PUBLIC_CLIENT:
+        return False
     return spec.revocation_style in ("rfc7009", "github")
 
 
@@ -123,6 +126,8 @@ class OAuthClient:
         params[spec.scope_param] = spec.scope_separator.join(scopes)
         if nonce:
             params["nonce"] = nonce
+        if spec.resource:
+            params["resource"] = spec.resource
         url, _ = client.create_authorization_url(
             spec.authorization_endpoint,
             state=state,
@@ -142,6 +147,8 @@ class OAuthClient:
     ) -> TokenGrant:
         async with self._client(spec, client_secret=client_secret, redirect_uri=redirect_uri) as c:
             extra = {"code_verifier": code_verifier} if spec.supports_pkce else {}
+            if spec.resource:
+                extra["resource"] = spec.resource
             token = await self._guard(
                 c.fetch_token(
                     spec.token_endpoint, code=code, grant_type="authorization_code", **extra
@@ -153,8 +160,9 @@ class OAuthClient:
         self, spec: ProviderSpec, *, client_secret: str, refresh_token: str
     ) -> TokenGrant:
         async with self._client(spec, client_secret=client_secret, redirect_uri=None) as c:
+            extra = {"resource": spec.resource} if spec.resource else {}
             token = await self._guard(
-                c.refresh_token(spec.token_endpoint, refresh_token=refresh_token)
+                c.refresh_token(spec.token_endpoint, refresh_token=refresh_token, **extra)
             )
         # When the provider sends no new refresh token, authlib puts the old one back into the
         # response, which is exactly the rule: a missing refresh token keeps the old one.

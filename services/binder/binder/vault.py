@@ -65,23 +65,29 @@ class TokenRecord:
     scopes: tuple[str, ...]
     obtained_at: int
     status: str = ACTIVE
+    # The authorization server and RFC 8707 resource the tokens were issued by and for (mcp
+    # providers); None for providers without a resource. A token is only handed out for the
+    # resource it was issued for (Broker.token).
+    issuer: str | None = None
+    resource: str | None = None
     # The Secrets Manager version this record was read from or written as; not serialized.
     version: str | None = field(default=None, compare=False)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "provider": self.provider,
-                "access_token": self.access_token,
-                "token_type": self.token_type,
-                "refresh_token": self.refresh_token,
-                "expires_at": self.expires_at,
-                "scopes": list(self.scopes),
-                "obtained_at": self.obtained_at,
-                "status": self.status,
-            },
-            separators=(",", ":"),
-        )
+        data: dict[str, Any] = {
+            "provider": self.provider,
+            "access_token": self.access_token,
+            "token_type": self.token_type,
+            "refresh_token": self.refresh_token,
+            "expires_at": self.expires_at,
+            "scopes": list(self.scopes),
+            "obtained_at": self.obtained_at,
+            "status": self.status,
+        }
+        if self.resource is not None:
+            data["issuer"] = self.issuer
+            data["resource"] = self.resource
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> TokenRecord:
@@ -95,6 +101,8 @@ class TokenRecord:
             scopes=tuple(str(s) for s in data.get("scopes", ())),
             obtained_at=int(data.get("obtained_at", 0)),
             status=str(data.get("status", ACTIVE)),
+            issuer=_optional_str(data.get("issuer")),
+            resource=_optional_str(data.get("resource")),
         )
 
     def covers(self, scopes: tuple[str, ...]) -> bool:
@@ -216,6 +224,31 @@ class Vault:
             raise VaultUnavailable(_code(exc)) from None
         return True
 
+    # -- other secrets under the vault prefix (binder.registrations) ----------------------------
+
+    def named(self, suffix: str) -> str:
+        """The name of a secret under the vault prefix that is not a user's tokens. `suffix`
+        starts with a segment no provider name can have ("_..."), so it never collides."""
+        return f"{self._prefix}/{suffix}"
+
+    async def read_secret(self, name: str) -> tuple[str, str] | None:
+        """The current value and version of the secret `name`; None if there is none."""
+        response = await self._current(name)
+        if response is None:
+            return None
+        return str(response["SecretString"]), str(response["VersionId"])
+
+    async def create_secret(
+        self, name: str, value: str, *, description: str, tags: dict[str, str]
+    ) -> str | None:
+        """Create `name` under the vault CMK; its version, or None if it exists already (the
+        conditional write concurrent creators race on). `tags` must use the vault's keys."""
+        return await self._create_named(name, value, description=description, tags=tags)
+
+    async def swap_secret(self, name: str, value: str, *, expected: str) -> str | None:
+        """Compare-and-swap: write `value` if `expected` is still current; else None."""
+        return await self._swap(name, value, expected=expected)
+
     async def _current(self, name: str) -> dict[str, Any] | None:
         """The AWSCURRENT version (asked for by label: moto's default can lag behind)."""
         try:
@@ -226,6 +259,18 @@ class Vault:
             raise VaultUnavailable(_code(exc)) from None
 
     async def _create(self, name: str, provider: str, user_hash: str, value: str) -> str | None:
+        return await self._create_named(
+            name,
+            value,
+            description=f"OAuth tokens of one user for {provider} (token vault)",
+            tags={TAG_PROVIDER: provider, TAG_USER_HASH: user_hash},
+        )
+
+    async def _create_named(
+        self, name: str, value: str, *, description: str, tags: dict[str, str]
+    ) -> str | None:
+        if set(tags) - {TAG_PROVIDER, TAG_USER_HASH}:
+            raise ValueError("vault secrets carry only the vault's tag keys")
         version = str(uuid.uuid4())
         try:
             await self._call(
@@ -234,11 +279,8 @@ class Vault:
                 ClientRequestToken=version,
                 KmsKeyId=self._kms_key_id,
                 SecretString=value,
-                Description=f"OAuth tokens of one user for {provider} (token vault)",
-                Tags=[
-                    {"Key": TAG_PROVIDER, "Value": provider},
-                    {"Key": TAG_USER_HASH, "Value": user_hash},
-                ],
+                Description=description,
+                Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
             )
         except ClientError as exc:
             if _code(exc) == _EXISTS:
@@ -313,6 +355,10 @@ class Vault:
             # Connection errors and timeouts that survived botocore's retries.
             raise VaultUnavailable(type(exc).__name__) from None
         return result
+
+
+def _optional_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _code(exc: ClientError) -> str:

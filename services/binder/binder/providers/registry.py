@@ -28,6 +28,7 @@ from binder.providers.schema import (
     BuildContext,
     ProviderEntry,
     ProviderKind,
+    ResolveContext,
     config_error,
     parse_entries,
     parse_entry,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     import httpx2
 
 # Modules of this package that are not kinds.
-INFRASTRUCTURE: Final = frozenset({"discovery", "registry", "schema", "spec"})
+INFRASTRUCTURE: Final = frozenset({"discovery", "mcp_discovery", "registry", "schema", "spec"})
 
 
 def collect_kinds(package: str, path: Iterable[str]) -> dict[str, ProviderKind]:
@@ -116,7 +117,11 @@ class ProviderRegistry:
         providers: Sequence[ProviderSpec | PendingProvider] = (),
         *,
         allow_insecure_loopback: bool = False,
+        public_base_url: str = "",
+        registrations: Any = None,
     ) -> None:
+        self._public_base_url = public_base_url.rstrip("/")
+        self._registrations = registrations
         self._listings: dict[str, ProviderListing] = {}
         self._resolved: dict[str, ProviderSpec] = {}
         self._pending: dict[str, PendingProvider] = {}
@@ -137,8 +142,18 @@ class ProviderRegistry:
             )
 
     @classmethod
-    def from_json(cls, text: str, *, allow_insecure_loopback: bool = False) -> ProviderRegistry:
-        """Parse the PROVIDERS variable. Kinds that discover resolve on first get; others now."""
+    def from_json(
+        cls,
+        text: str,
+        *,
+        allow_insecure_loopback: bool = False,
+        public_base_url: str = "",
+        registrations: Any = None,
+    ) -> ProviderRegistry:
+        """Parse the PROVIDERS variable. Kinds that discover resolve on first get; others now.
+
+        `public_base_url` and `registrations` (binder.registrations.ClientRegistrations) are
+        what kinds that register their own client need (mcp)."""
         entries = parse_entries(text, allow_insecure_loopback=allow_insecure_loopback)
         context = BuildContext(allow_insecure_loopback=allow_insecure_loopback)
         items: list[ProviderSpec | PendingProvider] = []
@@ -146,7 +161,12 @@ class ProviderRegistry:
             kind = KINDS[entry.kind]
             pending = kind.discovery_url is not None
             items.append(PendingProvider(entry) if pending else kind.spec(entry, context))
-        return cls(items, allow_insecure_loopback=allow_insecure_loopback)
+        return cls(
+            items,
+            allow_insecure_loopback=allow_insecure_loopback,
+            public_base_url=public_base_url,
+            registrations=registrations,
+        )
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._listings)
@@ -159,6 +179,14 @@ class ProviderRegistry:
         """The provider's display name; the name itself for one not configured (any more)."""
         listing = self._listings.get(name)
         return name if listing is None else listing.display_name
+
+    def callback_urls(self, kind: str) -> tuple[str, ...]:
+        """The binder's callback URL of every provider of `kind`, in configured order."""
+        return tuple(
+            f"{self._public_base_url}/oauth2/callback/{p.name}"
+            for p in self._listings.values()
+            if p.kind == kind
+        )
 
     def __contains__(self, name: object) -> bool:
         return name in self._listings
@@ -187,10 +215,20 @@ class ProviderRegistry:
             spec = self._resolved.get(name)
             if spec is not None:
                 return spec
-            spec = await resolve(
-                self._pending[name].entry,
-                http,
-                allow_insecure_loopback=self._allow_insecure_loopback,
-            )
+            entry = self._pending[name].entry
+            kind = KINDS[entry.kind]
+            if kind.resolve is not None:
+                context = ResolveContext(
+                    http=http,
+                    allow_insecure_loopback=self._allow_insecure_loopback,
+                    public_base_url=self._public_base_url,
+                    redirect_uris=self.callback_urls(kind.name),
+                    registrations=self._registrations,
+                )
+                spec = await kind.resolve(entry, context)
+            else:
+                spec = await resolve(
+                    entry, http, allow_insecure_loopback=self._allow_insecure_loopback
+                )
             self._resolved[name] = spec
             return spec

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from binder.providers.spec import ProviderSpec
 
 MAX_SCOPES: Final = 50
@@ -278,6 +280,23 @@ class BuildContext:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ResolveContext:
+    """What a kind that resolves itself (`ProviderKind.resolve`) gets on first use.
+
+    Typed loosely: this module stays on the standard library, and the binder fills it in.
+    `http` is the binder's httpx2.AsyncClient; `public_base_url` its public origin;
+    `redirect_uris` the callback URLs of every entry of the kind (a registration covers them
+    all); `registrations` the store of dynamically registered clients (None: not available).
+    """
+
+    http: Any
+    allow_insecure_loopback: bool = False
+    public_base_url: str = ""
+    redirect_uris: tuple[str, ...] = ()
+    registrations: Any = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class ProviderKind:
     """One kind of provider, declared once by its module as `KIND` and found by the registry.
 
@@ -287,7 +306,10 @@ class ProviderKind:
     the binder's `ProviderSpec`, quirks included; it runs at the binder's start (and, for the
     CDK app, at synth), so it must not use the network. A kind that learns its endpoints from
     the provider declares `discovery_url`: the registry fetches that document on first use and
-    hands it to `build`.
+    hands it to `build`. A kind whose discovery is more than one document (mcp: a protected
+    resource, its authorization server, a client registration) declares `resolve` as well,
+    which the registry calls instead; `discovery_url` then names where discovery starts.
+    `client_id_required` False lets an entry leave the client id out (the kind registers one).
     """
 
     name: str
@@ -295,6 +317,8 @@ class ProviderKind:
     build: Callable[[ProviderEntry, BuildContext], ProviderSpec]
     fields: tuple[Field, ...] = ()
     discovery_url: Callable[[ProviderEntry], str] | None = None
+    resolve: Callable[[ProviderEntry, ResolveContext], Awaitable[ProviderSpec]] | None = None
+    client_id_required: bool = True
 
     def __post_init__(self) -> None:
         check_name(self.name, where=f"provider kind {self.name!r}")
@@ -304,6 +328,8 @@ class ProviderKind:
         clash = set(names) & set(COMMON_FIELDS)
         if clash or len(set(names)) != len(names):
             raise ValueError(f"provider kind {self.name!r}: field names must be new and distinct")
+        if self.resolve is not None and self.discovery_url is None:
+            raise ValueError(f"provider kind {self.name!r}: resolve needs discovery_url")
 
     @property
     def field_names(self) -> frozenset[str]:
@@ -337,7 +363,8 @@ class ProviderEntry:
 
     `options` holds the kind's own fields that are set. `allowed_scopes` None means no
     allow-list (any well-formed scope); an empty tuple means nothing beyond the kind's default
-    scopes. It never means "anything".
+    scopes. It never means "anything". `client_id` is "" only for a kind that registers its
+    own client (`ProviderKind.client_id_required` False) when the entry sets none.
     """
 
     name: str
@@ -388,11 +415,9 @@ class ProviderEntry:
         would turn "nothing beyond the defaults" into "no allow-list".
         """
         entry = self.for_binder()
-        rendered: dict[str, object] = {
-            "name": entry.name,
-            "kind": entry.kind,
-            "client_id": entry.client_id,
-        }
+        rendered: dict[str, object] = {"name": entry.name, "kind": entry.kind}
+        if entry.client_id:
+            rendered["client_id"] = entry.client_id
         if entry.secret_arn is not None:
             rendered["secret_arn"] = entry.secret_arn
         if entry.display_name is not None:
@@ -442,8 +467,16 @@ def parse_entry(
         # Refuse typos ("tennant") instead of silently ignoring them. repr() of a key is safe:
         # keys are names, not secrets.
         raise config_error(name, repr(str(key)[:40]), "is not a known field")
-    client_id = check_client_id(name, entry.get("client_id"))
+    raw_client_id = entry.get("client_id")
+    if raw_client_id is None and not kind.client_id_required:
+        client_id = ""
+    else:
+        client_id = check_client_id(name, raw_client_id)
     secret_arn = check_secret_arn(name, entry.get("secret_arn"))
+    if secret_arn is not None and not client_id:
+        # A client secret belongs to a client id; without one the kind registers a client,
+        # whose secret (if any) it stores itself.
+        raise config_error(name, "secret_arn", "is only allowed with client_id")
     display_name = check_display_name(name, entry.get("display_name"))
     allowed = entry.get("allowed_scopes")
     allowed_scopes = None if allowed is None else check_scope_list(name, "allowed_scopes", allowed)

@@ -23,7 +23,10 @@ from binder.providers.schema import (
 )
 
 REVOCATION_STYLES: Final = ("rfc7009", "slack", "github", "none")
-TOKEN_ENDPOINT_AUTH_METHODS: Final = ("client_secret_post", "client_secret_basic")
+# "none": a public client (RFC 7591 section 2), authenticated by PKCE alone (an mcp provider
+# without a client secret).
+PUBLIC_CLIENT: Final = "none"
+TOKEN_ENDPOINT_AUTH_METHODS: Final = ("client_secret_post", "client_secret_basic", PUBLIC_CLIENT)
 # An issuer holding this placeholder is a template (Microsoft's multi-tenant endpoints): the
 # `iss` of a token must fill it with a tenant GUID.
 TENANT_PLACEHOLDER: Final = "{tenantid}"
@@ -37,6 +40,7 @@ _PROTOCOL_PARAMS: Final = frozenset(
         "code_challenge_method",
         "nonce",
         "redirect_uri",
+        "resource",
         "response_type",
         "scope",
         "state",
@@ -90,6 +94,9 @@ class ProviderSpec:
     # Tenants a templated issuer must not be filled with (Microsoft's "organizations" refuses
     # the personal-accounts tenant).
     refused_issuer_tenants: frozenset[str] = frozenset()
+    # RFC 8707 resource indicator, sent on the authorization request and every token request;
+    # tokens are bound to it (an mcp server's canonical URL). None: not sent.
+    resource: str | None = None
     display_name: str = ""
 
     def __post_init__(self) -> None:
