@@ -254,7 +254,7 @@ class Broker:
             # neither this access token nor its refresh token may be sent anywhere: consent
             # again (which replaces the record).
             audit(
-                "token_refused",
+                "request_rejected",
                 outcome="refused",
                 request_id=request_id,
                 user_hash=user.user_hash,

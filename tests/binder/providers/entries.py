@@ -17,6 +17,7 @@ OAUTH2 = {
     "authorization_endpoint": "https://crm.example.com/authorize",
     "token_endpoint": "https://crm.example.com/token",
 }
+MCP = {"kind": "mcp", "client_id": "c", "url": "https://mcp.example.com/mcp"}
 
 
 def gh(**fields: Any) -> dict[str, Any]:
@@ -149,4 +150,18 @@ CASES: list[tuple[str, dict[str, Any], bool]] = [
     ("crm", {**OAUTH2, "token_endpoint": "http://crm.example.com/token"}, False),
     ("crm", {**OAUTH2, "token_endpoint": "https://crm.example.com:99999/token"}, False),
     ("crm", {**OAUTH2, "revocation_endpoint": "https://crm.example.com/r#x"}, False),
+    # MCP servers (an entry without client_id, which the binder accepts, needs synth to leave
+    # out the secret ARN: see tests/binder/providers/test_mcp.py)
+    ("tools", MCP, True),
+    ("tools", {**MCP, "scopes": ["files:read"], "display_name": "Team tools"}, True),
+    ("tools", {**MCP, "url": "https://mcp.example.com"}, True),
+    ("tools", {**MCP, "url": "http://mcp.example.com/mcp"}, False),
+    ("tools", {**MCP, "url": "http://127.0.0.1:9000/mcp"}, False),
+    ("tools", {**MCP, "url": "https://mcp.example.com/mcp#x"}, False),
+    ("tools", {**MCP, "url": "https://u:p@mcp.example.com/mcp"}, False),
+    ("tools", {k: v for k, v in MCP.items() if k != "url"}, False),
+    ("tools", {**MCP, "issuer": "https://auth.example.com"}, False),
+    ("tools", {**MCP, "token_endpoint": "https://auth.example.com/token"}, False),
+    ("tools", {**MCP, "scopes": ["a b"]}, False),
+    ("tools", {**MCP, "kind": "MCP"}, False),
 ]

@@ -50,7 +50,7 @@ def test_every_kind_module_is_found_without_a_list() -> None:
     assert {"github", "google", "microsoft", "salesforce", "atlassian", "slack"} <= set(
         BUILTIN_KINDS
     )
-    assert set(GENERIC_KINDS) == {"oidc", "oauth2"}
+    assert set(GENERIC_KINDS) == {"oidc", "oauth2", "mcp"}
 
 
 def _package(root: Path, modules: dict[str, str]) -> tuple[str, list[str]]:

@@ -1,0 +1,313 @@
+"""The mcp kind through the whole binder: consent, code exchange, refresh and the audience
+rule, against a fake MCP server and authorization server (tests/fakes/mcp.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import anyio
+import httpx2
+import pytest
+from starlette.testclient import TestClient
+
+from binder.providers.registry import ProviderRegistry
+from binder.providers.schema import ProviderConfigError
+from binder.vault import TokenRecord
+from tests.binder.conftest import (
+    BASE,
+    PROVIDER_SECRET,
+    PUBLIC,
+    Cognito,
+    Harness,
+    running_binder,
+)
+from tests.fakes.mcp import FakeAuthServer, FakeMcpServer
+
+AS = "https://auth.test"
+ARN = "arn:aws:secretsmanager:us-east-1:111111111111:secret:mcp-client-AbCdEf"
+
+
+@contextlib.contextmanager
+def mcp_binder(
+    aws: dict[str, Any],
+    cognito: Cognito,
+    auth: FakeAuthServer,
+    *servers: FakeMcpServer,
+    entries: list[dict[str, Any]] | None = None,
+    **env: str,
+) -> Iterator[Harness]:
+    """A binder whose providers are `servers` (named mcp-a, mcp-b, ...), all behind `auth`."""
+    if entries is None:
+        entries = [
+            {"name": f"mcp-{chr(97 + i)}", "kind": "mcp", "url": s.url}
+            for i, s in enumerate(servers)
+        ]
+    routes: dict[str, httpx2.AsyncBaseTransport] = {
+        "auth.test": httpx2.ASGITransport(app=auth.app())
+    }
+    for server in servers:
+        routes[httpx2.URL(server.origin).host] = httpx2.ASGITransport(app=server.app())
+    env["PROVIDERS"] = json.dumps(entries)
+    with running_binder(aws, cognito, None, routes=routes, **env) as h:
+        # The authorization server fetches the binder's metadata document from its public port.
+        auth.cimd_transport = httpx2.ASGITransport(app=h.app)
+        yield h
+
+
+def authorize_at(auth: FakeAuthServer, location: str) -> httpx2.Response:
+    parts = urlsplit(location)
+    assert f"{parts.scheme}://{parts.netloc}" == AS
+    with TestClient(auth.app(), base_url=AS) as browser:
+        return browser.get(f"{parts.path}?{parts.query}", follow_redirects=False)
+
+
+def connect(h: Harness, auth: FakeAuthServer, token: str, provider: str) -> httpx2.Response:
+    """The consent flow for `provider`; the binder's callback answer."""
+    first = h.request_token(token, provider=provider, scopes=[])
+    assert first.status_code == 403, first.text
+    redirect = h.open_authorization(token, first.json()["authorization_url"])
+    assert redirect.status_code == 302, redirect.text
+    consented = authorize_at(auth, redirect.headers["location"])
+    assert consented.status_code == 302, consented.text
+    return h.callback(token, consented.headers["location"])
+
+
+def call_mcp(server: FakeMcpServer, access_token: str) -> int:
+    async def call() -> int:
+        transport = httpx2.ASGITransport(app=server.app())
+        async with httpx2.AsyncClient(transport=transport) as http:
+            response = await http.post(
+                server.url, headers={"authorization": f"Bearer {access_token}"}, json={}
+            )
+            return response.status_code
+
+    return anyio.run(call)
+
+
+def test_consent_flow_with_a_registered_client_binds_tokens_to_the_server(
+    aws: dict[str, Any], cognito: Cognito
+) -> None:
+    auth = FakeAuthServer(issuer=AS)
+    server = FakeMcpServer(origin="https://mcp-a.test", auth=auth)
+    alice = cognito.token("alice")
+    with mcp_binder(aws, cognito, auth, server) as h:
+        done = connect(h, auth, alice, "mcp-a")
+        assert done.status_code == 200, done.text
+        assert len(auth.registrations) == 1
+        sent = auth.authorize_requests[0]
+        assert sent["code_challenge_method"] == "S256"
+        assert sent["code_challenge"]
+        assert sent["resource"] == server.url
+        assert sent["redirect_uri"] == f"{BASE}/oauth2/callback/mcp-a"
+        exchange = auth.token_requests[0]
+        assert exchange["grant_type"] == "authorization_code"
+        assert exchange["resource"] == server.url
+        assert exchange["code_verifier"]
+        issued = h.request_token(alice, provider="mcp-a", scopes=[])
+        assert issued.status_code == 200, issued.text
+        assert call_mcp(server, issued.json()["access_token"]) == 200
+        user_hash = _user_hash(h, alice)
+        record = h.client.portal.call(  # type: ignore[union-attr]
+            lambda: h.services.vault.get(user_hash, "mcp-a", cached=False)
+        )
+        assert record is not None
+        stored = json.loads(record.to_json())
+        assert (stored["issuer"], stored["resource"]) == (AS, server.url)
+
+
+def _user_hash(h: Harness, token: str) -> str:
+    async def verify() -> str:
+        user = await h.services.verifier.verify(token)
+        return user.user_hash
+
+    return h.client.portal.call(verify)  # type: ignore[union-attr]
+
+
+def test_refresh_sends_the_resource_and_rotates(aws: dict[str, Any], cognito: Cognito) -> None:
+    auth = FakeAuthServer(issuer=AS)
+    server = FakeMcpServer(origin="https://mcp-a.test", auth=auth)
+    alice = cognito.token("alice")
+    # A skew as long as the tokens' life: every token request refreshes.
+    with mcp_binder(aws, cognito, auth, server, REFRESH_SKEW_SECONDS="3600") as h:
+        assert connect(h, auth, alice, "mcp-a").status_code == 200
+        first = h.request_token(alice, provider="mcp-a", scopes=[]).json()["access_token"]
+        second = h.request_token(alice, provider="mcp-a", scopes=[]).json()["access_token"]
+        refreshes = [r for r in auth.token_requests if r["grant_type"] == "refresh_token"]
+        assert len(refreshes) == 2
+        assert first != second
+        assert all(r["resource"] == server.url for r in refreshes)
+        # The second refresh used the rotated token (the fake refuses a reused one).
+        assert refreshes[0]["refresh_token"] != refreshes[1]["refresh_token"]
+        assert call_mcp(server, second) == 200
+
+
+def test_an_iss_other_than_the_issuer_is_refused(aws: dict[str, Any], cognito: Cognito) -> None:
+    auth = FakeAuthServer(issuer=AS, callback_iss="https://evil.test")
+    server = FakeMcpServer(origin="https://mcp-a.test", auth=auth)
+    alice = cognito.token("alice")
+    with mcp_binder(aws, cognito, auth, server) as h:
+        refused = connect(h, auth, alice, "mcp-a")
+        assert refused.status_code == 400
+        assert auth.token_requests == []  # the code was never exchanged
+
+
+def test_a_missing_iss_is_refused_when_advertised(aws: dict[str, Any], cognito: Cognito) -> None:
+    auth = FakeAuthServer(issuer=AS)
+    server = FakeMcpServer(origin="https://mcp-a.test", auth=auth)
+    alice = cognito.token("alice")
+    with mcp_binder(aws, cognito, auth, server) as h:
+        first = h.request_token(alice, provider="mcp-a", scopes=[])
+        redirect = h.open_authorization(alice, first.json()["authorization_url"])
+        location = authorize_at(auth, redirect.headers["location"]).headers["location"]
+        parts = urlsplit(location)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items() if k != "iss"}
+        stripped = f"{parts.scheme}://{parts.netloc}{parts.path}?" + "&".join(
+            f"{k}={v}" for k, v in query.items()
+        )
+        assert h.callback(alice, stripped).status_code == 400
+        assert auth.token_requests == []
+
+
+def test_a_token_for_one_server_is_never_sent_to_another(
+    aws: dict[str, Any], cognito: Cognito
+) -> None:
+    auth = FakeAuthServer(issuer=AS)
+    a = FakeMcpServer(origin="https://mcp-a.test", auth=auth)
+    b = FakeMcpServer(origin="https://mcp-b.test", auth=auth)
+    alice = cognito.token("alice")
+    with mcp_binder(aws, cognito, auth, a, b) as h:
+        assert connect(h, auth, alice, "mcp-a").status_code == 200
+        # Connected to A only: B asks for its own consent instead of getting A's token.
+        for_b = h.request_token(alice, provider="mcp-b", scopes=[])
+        assert for_b.status_code == 403
+        assert for_b.json()["error"] == "consent_required"
+        assert connect(h, auth, alice, "mcp-b").status_code == 200
+        token_a = h.request_token(alice, provider="mcp-a", scopes=[]).json()["access_token"]
+        token_b = h.request_token(alice, provider="mcp-b", scopes=[]).json()["access_token"]
+        assert token_a != token_b
+        assert (auth.access_tokens[token_a], auth.access_tokens[token_b]) == (a.url, b.url)
+        # One registration covers both callbacks (one per issuer).
+        assert len(auth.registrations) == 1
+        assert sorted(auth.registrations[0]["redirect_uris"]) == [
+            f"{BASE}/oauth2/callback/mcp-a",
+            f"{BASE}/oauth2/callback/mcp-b",
+        ]
+        resources = {r["resource"] for r in auth.token_requests}
+        assert resources == {a.url, b.url}
+
+
+def test_a_stored_token_for_another_resource_is_not_handed_out(
+    aws: dict[str, Any], cognito: Cognito
+) -> None:
+    auth = FakeAuthServer(issuer=AS)
+    server = FakeMcpServer(origin="https://mcp-a.test", auth=auth)
+    alice = cognito.token("alice")
+    with mcp_binder(aws, cognito, auth, server) as h:
+        assert connect(h, auth, alice, "mcp-a").status_code == 200
+        vault = h.services.vault
+        user_hash = _user_hash(h, alice)
+
+        async def repoint() -> None:
+            record = await vault.get(user_hash, "mcp-a", cached=False)
+            assert isinstance(record, TokenRecord)
+            from dataclasses import replace
+
+            await vault.put(user_hash, "mcp-a", replace(record, resource="https://old.test/mcp"))
+
+        h.client.portal.call(repoint)  # type: ignore[union-attr]
+        answer = h.request_token(alice, provider="mcp-a", scopes=[])
+        assert answer.status_code == 403
+        assert answer.json()["reason"] == "audience_mismatch"
+
+
+def test_a_forwarded_authorization_link_dies(aws: dict[str, Any], cognito: Cognito) -> None:
+    auth = FakeAuthServer(issuer=AS)
+    server = FakeMcpServer(origin="https://mcp-a.test", auth=auth)
+    alice, mallory = cognito.token("alice"), cognito.token("mallory")
+    with mcp_binder(aws, cognito, auth, server) as h:
+        link = h.request_token(alice, provider="mcp-a", scopes=[]).json()["authorization_url"]
+        assert h.open_authorization(mallory, link).status_code == 403
+        # The session is dead for its own user too.
+        assert h.open_authorization(alice, link).status_code == 409
+        assert auth.authorize_requests == []
+
+
+def test_the_metadata_document_flow(aws: dict[str, Any], cognito: Cognito) -> None:
+    auth = FakeAuthServer(issuer=AS, cimd=True, dcr=False)
+    server = FakeMcpServer(origin="https://mcp-a.test", auth=auth)
+    alice = cognito.token("alice")
+    with mcp_binder(aws, cognito, auth, server) as h:
+        assert connect(h, auth, alice, "mcp-a").status_code == 200
+        assert auth.cimd_fetches == 1
+        client_id = f"{BASE}/oauth2/client-metadata.json"
+        assert auth.authorize_requests[0]["client_id"] == client_id
+        assert auth.token_requests[0]["client_id"] == client_id
+        # The document itself: served without a sign-in, public client, the mcp callbacks.
+        doc = h.client.get(f"{PUBLIC}/oauth2/client-metadata.json")
+        assert doc.status_code == 200
+        assert doc.json() == {
+            "client_id": client_id,
+            "client_name": "Secure agents token binder",
+            "redirect_uris": [f"{BASE}/oauth2/callback/mcp-a"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        }
+
+
+def test_a_preregistered_confidential_client(aws: dict[str, Any], cognito: Cognito) -> None:
+    # The conftest's provider secret holds {"client_secret": "provider-client-secret-value"}.
+    auth = FakeAuthServer(issuer=AS, preregistered={"binder-client": PROVIDER_SECRET})
+    server = FakeMcpServer(origin="https://mcp-a.test", auth=auth)
+    alice = cognito.token("alice")
+    entries = [
+        {
+            "name": "mcp-a",
+            "kind": "mcp",
+            "url": server.url,
+            "client_id": "binder-client",
+            "secret_arn": aws["secret_arn"],
+        }
+    ]
+    with mcp_binder(aws, cognito, auth, server, entries=entries) as h:
+        assert connect(h, auth, alice, "mcp-a").status_code == 200
+        assert auth.registrations == []
+
+
+def test_no_metadata_document_without_mcp_providers(binder: Harness) -> None:
+    assert binder.client.get(f"{PUBLIC}/oauth2/client-metadata.json").status_code == 404
+
+
+def test_a_failing_discovery_is_a_502_naming_nothing(aws: dict[str, Any], cognito: Cognito) -> None:
+    auth = FakeAuthServer(issuer=AS, s256=False)
+    server = FakeMcpServer(origin="https://mcp-a.test", auth=auth)
+    with mcp_binder(aws, cognito, auth, server) as h:
+        answer = h.request_token(cognito.token("alice"), provider="mcp-a", scopes=[])
+        assert answer.status_code == 502
+        assert answer.json()["code"] == "provider_discovery"
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"url": "http://mcp.example.com/mcp"}, "url must be an https URL"),
+        ({}, "url is required"),
+        ({"url": "https://mcp.example.com/mcp", "secret_arn": ARN}, "only allowed with client_id"),
+        ({"url": "https://mcp.example.com/mcp", "issuer": AS}, "not used by kind"),
+    ],
+)
+def test_bad_entries_are_refused(entry: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ProviderConfigError, match=problem):
+        ProviderRegistry.from_json(json.dumps([{"name": "tools", "kind": "mcp", **entry}]))
+
+
+def test_loopback_needs_the_switch() -> None:
+    entry = [{"name": "tools", "kind": "mcp", "url": "http://127.0.0.1:9000/mcp"}]
+    with pytest.raises(ProviderConfigError):
+        ProviderRegistry.from_json(json.dumps(entry))
+    registry = ProviderRegistry.from_json(json.dumps(entry), allow_insecure_loopback=True)
+    assert registry.listings()[0].kind == "mcp"

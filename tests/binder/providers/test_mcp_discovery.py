@@ -1,0 +1,243 @@
+"""mcp discovery: the PRM from the 401 challenge or the well-known URLs, the authorization
+server's metadata and its trust checks, and the client, in the MCP spec's order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import boto3
+import httpx2
+import pytest
+from moto import mock_aws
+
+from binder.providers.mcp import as_metadata_urls, canonical_resource, prm_urls
+from binder.providers.mcp_discovery import challenge_params, discover
+from binder.providers.schema import ProviderDiscoveryError, ResolveContext, parse_entry
+from binder.providers.spec import ProviderSpec
+from binder.registrations import ClientRegistrations
+from binder.vault import Vault
+from tests.binder.conftest import HostRouter
+from tests.fakes.mcp import FakeAuthServer, FakeMcpServer
+
+AS = "https://auth.test"
+BASE = "https://agents.example.com"
+ARN = "arn:aws:secretsmanager:us-east-1:111111111111:secret:mcp-client-AbCdEf"
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def vault() -> Iterator[Vault]:
+    with mock_aws():
+        key = boto3.client("kms", region_name="us-east-1").create_key()["KeyMetadata"]["Arn"]
+        client = boto3.client("secretsmanager", region_name="us-east-1")
+        yield Vault(client=client, prefix="vault-test", kms_key_id=key)
+
+
+def servers(**auth: Any) -> tuple[FakeAuthServer, FakeMcpServer]:
+    server = FakeAuthServer(issuer=AS, **auth)
+    return server, FakeMcpServer(origin="https://mcp-a.test", auth=server)
+
+
+def http_for(auth: FakeAuthServer, *mcps: FakeMcpServer) -> httpx2.AsyncClient:
+    routes: dict[str, httpx2.AsyncBaseTransport] = {
+        "auth.test": httpx2.ASGITransport(app=auth.app())
+    }
+    for mcp in mcps:
+        routes[httpx2.URL(mcp.origin).host] = httpx2.ASGITransport(app=mcp.app())
+    return httpx2.AsyncClient(transport=HostRouter(routes))
+
+
+async def resolve(
+    mcp: FakeMcpServer, registrations: ClientRegistrations | None = None, **entry: Any
+) -> ProviderSpec:
+    parsed = parse_entry({"name": "tools", "kind": "mcp", "url": mcp.url, **entry})
+    async with http_for(mcp.auth, mcp) as http:
+        context = ResolveContext(
+            http=http,
+            public_base_url=BASE,
+            redirect_uris=(f"{BASE}/oauth2/callback/tools",),
+            registrations=registrations,
+        )
+        return await discover(parsed, context)
+
+
+async def test_discovery_from_the_401_challenge(vault: Vault) -> None:
+    _auth, mcp = servers()
+    spec = await resolve(mcp, ClientRegistrations(vault=vault))
+    assert spec.resource == "https://mcp-a.test/mcp"
+    assert spec.issuer == AS
+    assert spec.authorization_endpoint == f"{AS}/authorize"
+    assert spec.revocation_endpoint == f"{AS}/revoke"
+    assert spec.returns_iss
+    assert spec.supports_pkce
+    assert not spec.is_oidc
+    assert spec.default_scopes == ("mcp:tools",)  # the challenge's scope
+
+
+async def test_discovery_falls_back_to_the_well_known_prm(vault: Vault) -> None:
+    _auth, mcp = servers()
+    mcp.challenge = False
+    mcp.scopes = ("read", "write")
+    spec = await resolve(mcp, ClientRegistrations(vault=vault))
+    assert spec.resource == mcp.url
+    assert spec.default_scopes == ("read", "write")  # the PRM's scopes_supported
+
+
+async def test_configured_scopes_win() -> None:
+    _auth, mcp = servers()
+    spec = await resolve(mcp, client_id="pre", scopes=["files:read"])
+    assert spec.default_scopes == ("files:read",)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"metadata_issuer": "https://evil.test"}, "issuer does not equal"),
+        ({"metadata_issuer": f"{AS}/"}, "issuer does not equal"),
+        ({"s256": False}, "PKCE S256"),
+    ],
+)
+async def test_untrustworthy_authorization_servers_are_refused(
+    change: dict[str, Any], problem: str
+) -> None:
+    _auth, mcp = servers(**change)
+    with pytest.raises(ProviderDiscoveryError, match=problem) as refused:
+        await resolve(mcp, client_id="pre")
+    assert "'tools'" in str(refused.value)
+
+
+@pytest.mark.parametrize("other", ["https://mcp-b.test/mcp", "https://mcp-a.test/other"])
+async def test_a_prm_for_another_resource_is_refused(other: str) -> None:
+    _auth, mcp = servers()
+    mcp.prm_resource = other
+    with pytest.raises(ProviderDiscoveryError, match="another resource"):
+        await resolve(mcp, client_id="pre")
+
+
+async def test_a_prm_differing_only_in_case_and_default_port_is_accepted() -> None:
+    _auth, mcp = servers()
+    mcp.prm_resource = "HTTPS://MCP-A.test:443/mcp"
+    spec = await resolve(mcp, client_id="pre")
+    assert spec.resource == "https://mcp-a.test/mcp"
+
+
+async def test_a_preregistered_client_with_a_secret_is_confidential() -> None:
+    auth, mcp = servers()
+    spec = await resolve(mcp, client_id="pre", secret_arn=ARN)
+    assert (spec.client_id, spec.secret_arn) == ("pre", ARN)
+    assert spec.token_endpoint_auth_method == "client_secret_basic"
+    assert auth.registrations == []
+
+
+async def test_a_preregistered_client_without_a_secret_is_public() -> None:
+    _auth, mcp = servers(cimd=True)
+    spec = await resolve(mcp, client_id="pre")
+    assert (spec.client_id, spec.secret_arn, spec.token_endpoint_auth_method) == (
+        "pre",
+        None,
+        "none",
+    )
+
+
+async def test_a_metadata_document_comes_before_registration() -> None:
+    auth, mcp = servers(cimd=True)
+    spec = await resolve(mcp)
+    assert spec.client_id == f"{BASE}/oauth2/client-metadata.json"
+    assert spec.token_endpoint_auth_method == "none"
+    assert auth.registrations == []
+
+
+async def test_no_way_to_get_a_client_is_refused() -> None:
+    _auth, mcp = servers(dcr=False)
+    with pytest.raises(ProviderDiscoveryError, match="neither client metadata documents nor"):
+        await resolve(mcp)
+
+
+async def test_registration_happens_once_under_concurrency_and_survives_a_restart(
+    vault: Vault,
+) -> None:
+    auth, mcp = servers()
+    # Five binders (each its own store, as separate processes) resolve at the same time.
+    stores = [ClientRegistrations(vault=vault) for _ in range(5)]
+    specs: list[ProviderSpec] = []
+
+    async def one(store: ClientRegistrations) -> None:
+        specs.append(await resolve(mcp, store))
+
+    async with anyio.create_task_group() as group:
+        for store in stores:
+            group.start_soon(one, store)
+    assert len(auth.registrations) == 1
+    assert len({s.client_id for s in specs}) == 1
+    assert auth.registrations[0]["redirect_uris"] == [f"{BASE}/oauth2/callback/tools"]
+    # A restarted binder reads the stored client instead of registering again.
+    again = await resolve(mcp, ClientRegistrations(vault=vault))
+    assert again.client_id == specs[0].client_id
+    assert len(auth.registrations) == 1
+    # The registered client is public ("none" offered), so no secret is stored or referenced.
+    assert again.secret_arn is None
+    assert again.token_endpoint_auth_method == "none"
+
+
+async def test_a_confidential_registration_keeps_its_secret_in_the_vault(vault: Vault) -> None:
+    _auth, mcp = servers(auth_methods=("client_secret_post",))
+    store = ClientRegistrations(vault=vault)
+    spec = await resolve(mcp, store)
+    assert spec.token_endpoint_auth_method == "client_secret_post"
+    assert spec.secret_arn == store.secret_name(AS)
+    value = json.loads(
+        boto3.client("secretsmanager", region_name="us-east-1").get_secret_value(
+            SecretId=spec.secret_arn
+        )["SecretString"]
+    )
+    assert value["client_id"] == spec.client_id
+    assert value["client_secret"]
+
+
+async def test_a_stale_claim_is_taken_over(vault: Vault) -> None:
+    auth, mcp = servers()
+    store = ClientRegistrations(vault=vault, claim_seconds=0.0)
+    name = store.secret_name(AS)
+    # A binder died after claiming the registration.
+    await vault.create_secret(
+        name,
+        json.dumps({"status": "registering", "issuer": AS, "claimed_at": 0}),
+        description="claim",
+        tags={},
+    )
+    spec = await resolve(mcp, store)
+    assert spec.client_id.startswith("dcr-")
+    assert len(auth.registrations) == 1
+
+
+def test_challenge_parameters() -> None:
+    header = 'Bearer error="invalid_token", resource_metadata="https://a.test/x", scope="a b"'
+    assert challenge_params(header) == {
+        "error": "invalid_token",
+        "resource_metadata": "https://a.test/x",
+        "scope": "a b",
+    }
+    assert challenge_params("Basic realm=x") == {}
+    assert challenge_params("Bearer " + "x" * 5000) == {}
+
+
+def test_well_known_urls() -> None:
+    assert prm_urls("https://m.test/api/mcp") == (
+        "https://m.test/.well-known/oauth-protected-resource/api/mcp",
+        "https://m.test/.well-known/oauth-protected-resource",
+    )
+    assert as_metadata_urls("https://a.test/tenant") == (
+        "https://a.test/.well-known/oauth-authorization-server/tenant",
+        "https://a.test/.well-known/openid-configuration/tenant",
+        "https://a.test/tenant/.well-known/openid-configuration",
+    )
+    assert canonical_resource("HTTPS://M.test:443/") == "https://m.test"
+    assert canonical_resource("https://m.test:8443/mcp#x") == "https://m.test:8443/mcp"
