@@ -192,22 +192,31 @@ def _type_checking_imports(path: Path) -> set[str]:
     return found
 
 
+# The modules that use the network; everything else in the package is standard library only.
+NETWORK = frozenset({"binder.providers.discovery", "binder.providers.mcp_discovery"})
+# Imports made inside functions the CDK app never calls (first use in the binder).
+LAZY = {
+    "registry.py": {"anyio", "binder.providers.discovery"},
+    "mcp.py": {"binder.providers.mcp_discovery"},
+}
+
+
 @pytest.mark.parametrize(
     "module",
-    sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "discovery.py"),
+    sorted(p.name for p in PACKAGE.glob("*.py") if f"binder.providers.{p.stem}" not in NETWORK),
 )
 def test_the_package_but_discovery_imports_the_standard_library_only(module: str) -> None:
     """The CDK app imports these modules without the binder's dependencies. The registry
-    imports discovery (and anyio) inside `get`, which the CDK app never calls."""
+    imports discovery (and anyio) inside `get`, and the mcp kind its discovery inside
+    `resolve`, which the CDK app never calls."""
     path = PACKAGE / module
-    lazy = {"anyio", "binder.providers.discovery"} if module == "registry.py" else set()
-    imported = _imports(path) - _type_checking_imports(path) - lazy
+    imported = _imports(path) - _type_checking_imports(path) - LAZY.get(module, set())
     outside = {
         name
         for name in imported
         if name != "__future__"
         and name.split(".")[0] not in sys.stdlib_module_names
-        and not (name.startswith("binder.providers.") and name != "binder.providers.discovery")
+        and not (name.startswith("binder.providers.") and name not in NETWORK)
     }
     assert not outside, f"{module} imports {sorted(outside)}"
 
@@ -228,7 +237,8 @@ for name, kind in KINDS.items():
     entries.append(entry)
 registry = ProviderRegistry.from_json(json.dumps(entries))
 assert registry.names() == tuple(KINDS), registry.names()
-leaked = {"anyio", "httpx2", "authlib", "binder.providers.discovery"} & set(sys.modules)
+leaked = {"anyio", "httpx2", "authlib", "binder.providers.discovery",
+          "binder.providers.mcp_discovery"} & set(sys.modules)
 assert not leaked, leaked
 """
     result = subprocess.run(
