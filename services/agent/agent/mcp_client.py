@@ -32,6 +32,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from agent.settings import McpServer
+from agent.text import redact
 from agent.tools.base import upstream_status
 
 logger = logging.getLogger("agent.mcp")
@@ -169,10 +170,16 @@ class McpClient:
     async def call_tool(
         self, server: McpServer, name: str, arguments: dict[str, Any], token: str
     ) -> mcp_types.CallToolResult:
-        """``initialize`` then ``tools/call``; a tool-level error comes back with isError."""
+        """``initialize`` then ``tools/call``; a tool-level error comes back with isError.
+
+        Sent with ``send_request``: ``ClientSession.call_tool`` first lists every tool again to
+        check structured output against its schema, and the agent uses text content only."""
 
         async def call(session: ClientSession) -> mcp_types.CallToolResult:
-            return await session.call_tool(name, arguments)
+            request = mcp_types.CallToolRequest(
+                params=mcp_types.CallToolRequestParams(name=name, arguments=arguments)
+            )
+            return await session.send_request(request, mcp_types.CallToolResult)
 
         return await self._run(server, token, "tools/call", call)
 
@@ -281,7 +288,7 @@ def _classify(server: McpServer, record: _Record, exc: Exception, token: str) ->
     if errors:
         # The server's own words are untrusted: the caller cleans them (tools/mcp.py); here
         # they are only cut short and the token is taken out.
-        detail = ": " + errors[0].error.message[:200].replace(token, "[redacted]")
+        detail = ": " + redact(errors[0].error.message[:200], token)
     return McpFailure(
         "protocol_error",
         f"The MCP server {name} did not answer as an MCP server should{detail}",

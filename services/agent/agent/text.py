@@ -70,3 +70,9 @@ def format_characters(text: str) -> list[str]:
     that reads one way on screen can say another thing to the provider.
     """
     return hidden_characters(text)
+
+
+def redact(text: str, secret: str) -> str:
+    """``text`` with every occurrence of ``secret`` replaced (defence in depth; a secret too
+    short to be a token is left alone rather than shredding the text)."""
+    return text.replace(secret, "[redacted]") if len(secret) >= 8 else text

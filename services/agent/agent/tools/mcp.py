@@ -37,7 +37,7 @@ import mcp_types
 
 from agent.mcp_client import McpFailure
 from agent.settings import McpServer
-from agent.text import clean_untrusted
+from agent.text import clean_untrusted, redact
 from agent.tools.base import Phrase, Tool, ToolContext, ToolError, ToolPhrases, ToolSpec
 from agent.tools.registry import TOOL_NAME_RE, ToolFamily
 from agent.tools.schema import check_input_schema, validate_arguments
@@ -100,7 +100,7 @@ class McpTool:
         try:
             result = await self._caller(self.server, self.remote_name, args, token)
         except McpFailure as exc:
-            message = clean_untrusted(exc.message, 400).replace(token, "[redacted]")
+            message = redact(clean_untrusted(exc.message, 400), token)
             raise ToolError(_KINDS.get(exc.kind, "provider_error"), message) from None
         return shape_result(self.server, self.remote_name, result, token)
 
@@ -120,7 +120,7 @@ def shape_result(
         else:
             omitted[str(getattr(block, "type", "other"))[:32]] += 1
     raw = "\n".join(texts)
-    text = clean_untrusted(raw, MAX_RESULT_BYTES).replace(token, "[redacted]")
+    text = redact(clean_untrusted(raw, MAX_RESULT_BYTES), token)
     truncated = budget <= 0 or len(text.encode("utf-8")) < len(raw.encode("utf-8", "replace"))
     if result.is_error:
         raise ToolError(
