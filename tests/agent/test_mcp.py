@@ -127,18 +127,24 @@ def _initialize(body: Mapping[str, Any]) -> dict[str, Any]:
 class _Lazy(httpx2.AsyncByteStream):
     """A JSON-RPC answer of ``size`` bytes, made only as it is read (counts what was read)."""
 
-    def __init__(self, request_id: Any, size: int) -> None:
+    def __init__(self, request_id: Any, size: int, *, sse: bool = False) -> None:
         self.head = json.dumps({"jsonrpc": "2.0", "id": request_id})[:-1].encode()
         self.size = size
+        self.sse = sse
         self.produced = 0
 
+    @property
+    def content_type(self) -> str:
+        return "text/event-stream" if self.sse else "application/json"
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield self.head + b', "result": {"content": [{"type": "text", "text": "'
+        start = b"event: message\ndata: " if self.sse else b""
+        yield start + self.head + b', "result": {"content": [{"type": "text", "text": "'
         chunk = b"A" * 65536
         while self.produced < self.size:
             self.produced += len(chunk)
             yield chunk
-        yield b'"}]}}'
+        yield b'"}]}}' + (b"\n\n" if self.sse else b"")
 
 
 @dataclass
@@ -164,9 +170,9 @@ class RawServer:
         elif method == "tools/list":
             result = {"tools": self.tools}
         elif method == "tools/call" and self.huge is not None:
-            self.huge = _Lazy(body["id"], 50 * 1024 * 1024)
+            self.huge = _Lazy(body["id"], 50 * 1024 * 1024, sse=self.huge.sse)
             return httpx2.Response(
-                200, headers={"content-type": "application/json"}, stream=self.huge
+                200, headers={"content-type": self.huge.content_type}, stream=self.huge
             )
         else:
             result = {"content": [{"type": "text", "text": "ok"}]}
@@ -181,6 +187,7 @@ class Net(httpx2.AsyncBaseTransport):
         self.servers = dict(servers)
         self.down: set[str] = set()
         self.seen: list[tuple[str, str, str]] = []  # host, authorization, JSON-RPC method
+        self.sent: dict[str, list[str]] = {}  # host -> every header value and body sent to it
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         host = request.url.host
@@ -189,6 +196,8 @@ class Net(httpx2.AsyncBaseTransport):
         await request.aread()
         method = json.loads(request.content).get("method", "") if request.content else ""
         self.seen.append((host, request.headers.get("authorization", ""), method))
+        sent = self.sent.setdefault(host, [])
+        sent.extend([*request.headers.values(), str(request.url), request.content.decode()])
         if host in self.down:
             raise httpx2.ConnectError("connection refused")
         return await self.servers[host].handle_async_request(request)
@@ -452,7 +461,14 @@ async def test_each_server_sees_only_its_own_token_never_the_users_or_another_se
         "notes.mcp.test": {"Bearer token-for-notes-server"},
         "other.mcp.test": {"Bearer token-for-other-server"},
     }
-    assert all(USER_JWT not in a for (a,) in ((x[1],) for x in s.net.seen))
+    # Nowhere in any header, URL or body: not the user's token, not the other server's.
+    for host, others in (
+        ("notes.mcp.test", ("token-for-other-server",)),
+        ("other.mcp.test", ("token-for-notes-server",)),
+    ):
+        sent = "\n".join(s.net.sent[host])
+        for secret in (USER_JWT, *others):
+            assert secret not in sent
     assert model.seen[1]["text"] == "pong"
 
 
@@ -598,10 +614,11 @@ async def test_ten_thousand_tools_are_capped_and_the_cap_is_told() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_50_mb_result_is_not_read_past_the_cap() -> None:
+@pytest.mark.parametrize("sse", [False, True], ids=["json", "sse"])
+async def test_a_50_mb_result_is_not_read_past_the_cap(sse: bool) -> None:
     def huge(raw: RawServer) -> None:
         raw.tools = [_tool("dump")]
-        raw.huge = _Lazy(0, 0)
+        raw.huge = _Lazy(0, 0, sse=sse)
 
     model_calls: list[tuple[str, dict[str, Any]]] = [("raw__dump", {})]
     result, s = await _raw_turn(huge, model_calls)
