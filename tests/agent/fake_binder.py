@@ -1,7 +1,9 @@
 """A fake of the binder's internal API for the agent's tests: tokens and approval-bound actions.
 
 It keeps the contract the real binder keeps (services/binder, docs in the agent README):
-- `POST /internal/tokens` answers a token, `consent_required` or 503 (by `mode`);
+- `POST /internal/tokens` answers a token, `consent_required` or 503 (by `mode`); the token is
+  the provider's own from `provider_tokens` when given (an MCP server's, say), and providers in
+  `consent_providers` answer `consent_required` whatever the mode;
 - `POST /internal/actions` stores the arguments and the SHA-256 of their RFC 8785 canonical
   JSON, status `pending`; 404 for an unknown provider, 429 past `max_pending`;
 - `GET /internal/actions/{id}`: 404 for an unknown action or another user's;
@@ -10,7 +12,8 @@ It keeps the contract the real binder keeps (services/binder, docs in the agent 
   `expired`, `already_executed` with the stored result when done, `arguments_changed`);
 - `POST /internal/actions/{id}/result`: once (a second is 409);
 - `GET /internal/providers`: `{"providers": [{"name", "kind", "display_name"}]}` for
-  `providers` (sorted), or `providers_status` (e.g. 503) when that is not 200.
+  `providers` (sorted; kind `mcp` for those in `mcp_providers`, else the name), or
+  `providers_status` (e.g. 503) when that is not 200.
 Approval and denial happen here through `approve` / `deny` (the browser's part, which the
 agent cannot do: the real routes refuse any request with an Authorization header).
 The user is the issuer and subject of the bearer token the agent forwards (as the real
@@ -70,6 +73,10 @@ class StoredAction:
 class FakeBinder:
     providers: frozenset[str] = frozenset({"github", "notes"})
     mode: str = "token"  # token | consent | down
+    # MCP servers are providers of kind "mcp" (the binder holds each user's token for them).
+    mcp_providers: frozenset[str] = frozenset()
+    provider_tokens: dict[str, str] = field(default_factory=dict)
+    consent_providers: frozenset[str] = frozenset()
     providers_status: int = 200
     max_pending: int = 5
     ttl_seconds: int = 600
@@ -119,8 +126,9 @@ class FakeBinder:
         if path == "/internal/providers" and request.method == "GET":
             return self._providers()
         if path == "/internal/tokens":
-            self.token_requests.append(json.loads(request.content))
-            return self._grant()
+            body = json.loads(request.content)
+            self.token_requests.append(body)
+            return self._grant(body.get("provider"))
         if path == "/internal/actions" and request.method == "POST":
             return self._create(user, json.loads(request.content))
         match = _ACTION_PATH.fullmatch(path)
@@ -146,21 +154,25 @@ class FakeBinder:
             200,
             json={
                 "providers": [
-                    {"name": name, "kind": name, "display_name": display.get(name, name)}
+                    {
+                        "name": name,
+                        "kind": "mcp" if name in self.mcp_providers else name,
+                        "display_name": display.get(name, name),
+                    }
                     for name in sorted(self.providers)
                 ]
             },
         )
 
-    def _grant(self) -> httpx2.Response:
-        if self.mode == "consent":
+    def _grant(self, provider: str | None = None) -> httpx2.Response:
+        if self.mode == "consent" or provider in self.consent_providers:
             return httpx2.Response(
                 403,
                 json={
                     "error": "consent_required",
                     "reason": "no_connection",
                     "authorization_url": "https://agents.example.com/oauth2/authorize/s1",
-                    "session_id": "s1",
+                    "session_id": f"s-{provider}" if provider in self.consent_providers else "s1",
                     "expires_at": 1900000000,
                 },
             )
@@ -169,7 +181,7 @@ class FakeBinder:
         return httpx2.Response(
             200,
             json={
-                "access_token": PROVIDER_TOKEN,
+                "access_token": self.provider_tokens.get(provider or "", PROVIDER_TOKEN),
                 "token_type": "Bearer",
                 "expires_at": None,
                 "scopes": ["repo"],
@@ -244,7 +256,7 @@ class FakeBinder:
             return refused("already_executed", **extra)
         if body.get("arguments_sha256") != action.arguments_sha256:
             return refused("arguments_changed")
-        answer = self._grant()
+        answer = self._grant(action.provider)
         if answer.status_code == 200:
             action.status = "executing"  # the same step that hands out the token: once
             action.token_grants += 1

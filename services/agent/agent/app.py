@@ -26,6 +26,8 @@ from starlette.staticfiles import StaticFiles
 
 from agent.binder_client import ACTION_ID, BinderClient, BinderRefused, BinderUnavailable
 from agent.chat import ChatService
+from agent.mcp_client import McpClient
+from agent.mcp_toolbox import McpToolbox
 from agent.model import BedrockModel, ModelError, ModelUnavailable
 from agent.planner import OfflinePlanner
 from agent.settings import Settings
@@ -97,6 +99,9 @@ class Services:
     model: Model
     http: httpx2.AsyncClient
     providers: ProviderNames
+    # The transport the MCP client opened itself (None: it shares the one passed in, whose
+    # client closes it).
+    mcp_transport: httpx2.AsyncBaseTransport | None = None
 
 
 def build_model(settings: Settings) -> Model:
@@ -144,8 +149,28 @@ def build_services(
     binder = BinderClient(
         base_url=settings.binder_internal_url, http=http, timeout=settings.http_timeout_seconds
     )
-    chat = ChatService(registry=registry, binder=binder, model=model, http=http)
-    offered = settings.providers or [spec.provider for spec in registry.specs()]
+    mcp = None
+    mcp_transport = None
+    if settings.mcp_servers:
+        mcp_base: httpx2.AsyncBaseTransport
+        if transport is None:
+            mcp_base = mcp_transport = httpx2.AsyncHTTPTransport()
+        else:
+            mcp_base = transport
+        mcp = McpToolbox(
+            servers=settings.mcp_servers,
+            binder=binder,
+            client=McpClient(
+                transport=mcp_base,
+                timeout=settings.http_timeout_seconds,
+            ),
+            reserved=[spec.name for spec in registry.specs()],
+        )
+    chat = ChatService(registry=registry, binder=binder, model=model, http=http, mcp=mcp)
+    offered = [
+        *(settings.providers or [spec.provider for spec in registry.specs()]),
+        *(server.name for server in settings.mcp_servers),
+    ]
     verifier = CognitoVerifier(
         issuer=settings.cognito_issuer,
         client_ids=settings.cognito_client_ids,
@@ -159,6 +184,7 @@ def build_services(
         model=model,
         http=http,
         providers=ProviderNames(offered, binder),
+        mcp_transport=mcp_transport,
     )
 
 
@@ -355,6 +381,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
             yield
         finally:
             await svc.http.aclose()
+            if svc.mcp_transport is not None:
+                await svc.mcp_transport.aclose()
 
     return Starlette(
         routes=[

@@ -17,13 +17,16 @@ Rules enforced here, whatever the model or the client says:
   is what they see;
 - client-sent history carries text only: nothing in it can propose, approve or confirm an
   action (old `[[pending-action:...]]` markers are removed and mean nothing);
-- what the model sees of a tool call is its result or error description, never a token.
+- what the model sees of a tool call is its result or error description, never a token;
+- a turn's tools are the built-in ones plus the MCP servers' tools this user has now
+  (mcp_toolbox.py): the same rules apply to them (per-call tokens, approvals for any tool not
+  annotated read-only); a server that cannot be listed adds a notice to the reply, or a
+  Connect item when the user has not connected it yet.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,17 +44,15 @@ from agent.binder_client import (
     ProviderToken,
     arguments_sha256,
 )
-from agent.text import format_characters
+from agent.mcp_toolbox import McpToolbox
+from agent.text import format_characters, strip_markers
 from agent.tools.base import Model, Tool, ToolError, ToolOutcome, ToolSpec, Turn, upstream_status
 from svc_common.identity import VerifiedUser
 
+__all__ = ["ChatResult", "ChatService", "refuse_format_characters", "strip_markers"]
+
 _audit = logging.getLogger("agent.audit")
 logger = logging.getLogger(__name__)
-
-# The pending-action markers earlier versions put in replies. They mean nothing now; they are
-# still removed from history and model text so that stale ones neither confuse the model nor
-# look like something to a reader.
-_MARKER = re.compile(r"\[\[pending-action:([A-Za-z0-9_-]{1,4000})\]\]")
 
 _REFUSALS = {
     "not_approved": "This action has not been approved yet. Open its approval page, review it "
@@ -68,6 +69,8 @@ _REFUSALS = {
     "was changed.",
     "invalid_arguments": "This action's arguments are not valid for its tool, so it was "
     "refused. Nothing was changed.",
+    "tool_unavailable": "This action's tool server does not offer its tool right now, so it "
+    "did not run. Nothing was changed; confirm it again in a moment.",
 }
 
 
@@ -95,17 +98,6 @@ class ChatResult:
         }
 
 
-def strip_markers(text: str) -> str:
-    """Remove marker-like text (stale pending-action markers mean nothing any more).
-
-    Repeated until nothing changes (a nested `[[pending-[[pending-action:x]]action:y]]` leaves
-    no marker behind), then any leftover fragment is defused."""
-    previous = None
-    while previous != text:
-        previous, text = text, _MARKER.sub("", text)
-    return text.replace("[[pending-action", "[[pending action").strip()
-
-
 def refuse_format_characters(arguments: Mapping[str, Any]) -> None:
     """ToolError naming the argument and the code points if any string argument holds a Unicode
     format character (category Cf). Applied to every data-changing call: such characters make
@@ -124,6 +116,24 @@ def refuse_format_characters(arguments: Mapping[str, Any]) -> None:
                 )
 
 
+class _TurnRegistry:
+    """The built-in tools plus this turn's MCP tools (whose names never take a built-in's)."""
+
+    def __init__(self, base: Any, extra: Sequence[Tool]) -> None:
+        self._base = base
+        self._extra = {tool.spec.name: tool for tool in extra}
+
+    def get(self, name: str) -> Tool:
+        try:
+            tool: Tool = self._base.get(name)
+        except KeyError:
+            return self._extra[name]  # KeyError if unknown
+        return tool
+
+    def specs(self) -> list[ToolSpec]:
+        return [*self._base.specs(), *(tool.spec for tool in self._extra.values())]
+
+
 @dataclass
 class _Context:
     """One chat turn's caller and its growing result, shared by every tool call of it."""
@@ -132,6 +142,8 @@ class _Context:
     user_token: str
     request_id: str
     result: ChatResult
+    registry: Any = None  # this turn's tools: the built-in registry, plus MCP tools
+    notices: list[str] = field(default_factory=list)
 
 
 class ChatService:
@@ -143,8 +155,10 @@ class ChatService:
         model: Model,
         http: httpx2.AsyncClient,
         result_wait_seconds: float = 10.0,
+        mcp: McpToolbox | None = None,
     ) -> None:
         self._registry = registry
+        self._mcp = mcp
         self._binder = binder
         self._model = model
         self._http = http
@@ -168,10 +182,12 @@ class ChatService:
             request_id=request_id,
             result=ChatResult(reply="", model=self._model.name),
         )
+        ctx.registry = await self._turn_registry(ctx)
         if confirm_action is not None:
             # The confirmation turn: the model is not asked, the message (if any) is only the
             # user's line in their transcript.
             await self._confirm(confirm_action, ctx)
+            self._add_notices(ctx)
             return ctx.result
 
         async def execute(name: str, arguments: Mapping[str, Any]) -> ToolOutcome:
@@ -181,7 +197,7 @@ class ChatService:
         reply = await self._model.respond(
             history=model_history,
             message=message,
-            tools=self._registry.specs(),
+            tools=ctx.registry.specs(),
             execute=execute,
         )
         result = ctx.result
@@ -189,13 +205,37 @@ class ChatService:
         proposal = result.approval_required
         if proposal is not None:
             action = proposal["action"]
-            description = _safe_describe(self._registry, action["tool"], action["arguments"])
+            description = _safe_describe(ctx.registry, action["tool"], action["arguments"])
             result.reply = (
                 f"{result.reply}\n\nApproval needed: this would {description} "
                 f"({action['tool']} on {action['provider']}). Nothing has run. Review every "
                 f"argument and approve or deny it in your browser: {proposal['approval_url']}"
             ).strip()
+        self._add_notices(ctx)
         return result
+
+    async def _turn_registry(self, ctx: _Context) -> Any:
+        """The built-in tools, plus the MCP tools this user has now (consents and failures
+        become Connect items and notices; they never fail the turn)."""
+        if self._mcp is None or not self._mcp.servers:
+            return self._registry
+        found = await self._mcp.discover(
+            user_hash=ctx.user.user_hash, user_token=ctx.user_token, request_id=ctx.request_id
+        )
+        asked = ctx.result.authorization_required
+        for consent in found.consent:
+            item = consent.item()
+            if all(a["session_id"] != item["session_id"] for a in asked):
+                asked.append(item)
+        ctx.notices.extend(found.notices)
+        return _TurnRegistry(self._registry, found.tools)
+
+    @staticmethod
+    def _add_notices(ctx: _Context) -> None:
+        """The MCP notices (our own text, naming configured servers) after the reply."""
+        if ctx.notices:
+            lines = "\n".join(f"- {notice}" for notice in dict.fromkeys(ctx.notices))
+            ctx.result.reply = f"{ctx.result.reply}\n\nTool servers:\n{lines}".strip()
 
     # ---------------------------------------------------------------- the model's tool calls
 
@@ -204,7 +244,7 @@ class ChatService:
     ) -> tuple[Tool, dict[str, Any]] | ToolOutcome:
         """The tool and its checked arguments, or the outcome that refuses the call."""
         try:
-            tool: Tool = self._registry.get(name)
+            tool: Tool = ctx.registry.get(name)
         except KeyError:
             return ToolOutcome(
                 tool=name,
@@ -316,9 +356,13 @@ class ChatService:
             self._refuse(action_id, "unknown_action", ctx)
             return
         try:
-            tool: Tool = self._registry.get(action.tool)
+            tool: Tool = ctx.registry.get(action.tool)
         except KeyError:
-            self._refuse(action_id, "unknown_tool", ctx, action=action)
+            # An MCP server's tool is listed per turn: its server may be down right now.
+            mcp = self._mcp is not None and self._mcp.server(action.provider) is not None
+            self._refuse(
+                action_id, "tool_unavailable" if mcp else "unknown_tool", ctx, action=action
+            )
             return
         spec = tool.spec
         if spec.provider != action.provider or not spec.needs_approval:
@@ -366,7 +410,7 @@ class ChatService:
             return
         outcome = await self._invoke(tool, checked, answer, ctx, action=action)
         status = "succeeded" if outcome.status == "ok" else "failed"
-        summary = _summary(self._registry, action, outcome)
+        summary = _summary(ctx.registry, action, outcome)
         upstream = upstream_status.get()
         try:
             await self._binder.action_result(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Final
 
 from svc_common.settings import (
     ServerSettings,
@@ -18,6 +20,66 @@ from svc_common.settings import (
 )
 
 MODEL_MODES = ("bedrock", "offline")
+# The binder's provider-name rule: an MCP server's name is the binder provider holding its tokens.
+PROVIDER_NAME_RE: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
+_SCOPE_RE: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")  # RFC 6749 3.3 scope-token
+MAX_MCP_SERVERS: Final = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class McpServer:
+    """One remote MCP server (AGENT_MCP_SERVERS): its binder provider name, URL and scopes.
+
+    ``name`` is also the binder provider (kind ``mcp``) holding each user's token for it, and
+    the prefix of its tools' names (``<name>__<tool>``, hyphens as underscores).
+    """
+
+    name: str
+    url: str
+    scopes: tuple[str, ...] = ()
+
+
+def parse_mcp_servers(raw: str, *, allow_http: bool) -> tuple[McpServer, ...]:
+    """AGENT_MCP_SERVERS: a JSON list of {"name", "url", "scopes"?}; errors name the key."""
+    key = "AGENT_MCP_SERVERS"
+    if not raw.strip():
+        return ()
+    try:
+        data: Any = json.loads(raw)
+    except ValueError:
+        raise SettingsError(f'{key} must be a JSON list of {{"name", "url"}} objects') from None
+    if not isinstance(data, list):
+        raise SettingsError(f'{key} must be a JSON list of {{"name", "url"}} objects')
+    if len(data) > MAX_MCP_SERVERS:
+        raise SettingsError(f"{key} lists more than {MAX_MCP_SERVERS} servers")
+    servers: list[McpServer] = []
+    for index, item in enumerate(data):
+        where = f"{key}[{index}]"
+        if not isinstance(item, dict):
+            raise SettingsError(f'{where} must be an object {{"name", "url", "scopes"?}}')
+        unknown = sorted(set(item) - {"name", "url", "scopes"})
+        if unknown:
+            raise SettingsError(f"{where} has an unknown key {str(unknown[0])[:64]!r}")
+        name = item.get("name")
+        if not isinstance(name, str) or PROVIDER_NAME_RE.fullmatch(name) is None:
+            raise SettingsError(
+                f"{where}.name must be a binder provider name (a-z, 0-9, inner '-', 1-32 chars)"
+            )
+        if any(server.name == name for server in servers):
+            raise SettingsError(f"{where}.name {name!r} is listed twice")
+        url = item.get("url")
+        if not isinstance(url, str):
+            raise SettingsError(f"{where}.url must be a string")
+        check_url(url, f"{where}.url", allow_http=allow_http)
+        if "?" in url or "#" in url:
+            raise SettingsError(f"{where}.url must not carry a query or a fragment")
+        scopes = item.get("scopes", [])
+        if not isinstance(scopes, list) or not all(
+            isinstance(s, str) and _SCOPE_RE.fullmatch(s) for s in scopes
+        ):
+            raise SettingsError(f"{where}.scopes must be a list of OAuth scope strings")
+        servers.append(McpServer(name=name, url=url, scopes=tuple(dict.fromkeys(scopes))))
+    return tuple(servers)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +105,7 @@ class Settings:
     # The local notes resource server (devstack); its tools exist only when this is set and
     # "notes" is in AGENT_PROVIDERS.
     notes_api_url: str | None = None
+    mcp_servers: tuple[McpServer, ...] = ()
     allow_insecure_loopback: bool = False
     http_timeout_seconds: int = 10
     max_body_bytes: int = 65536
@@ -112,6 +175,7 @@ class Settings:
             notes_api_url=(
                 api_url("NOTES_API_URL", "") if env.get("NOTES_API_URL", "").strip() else None
             ),
+            mcp_servers=parse_mcp_servers(env.get("AGENT_MCP_SERVERS", ""), allow_http=insecure),
             allow_insecure_loopback=insecure,
             http_timeout_seconds=env_int(env, "HTTP_TIMEOUT_SECONDS", 10, low=1, high=60),
         )

@@ -118,6 +118,7 @@ def test_families_are_found_by_module() -> None:
     assert [family.name for family in families()] == [
         "github",
         "google",
+        "mcp",
         "microsoft",
         "notes",
         "oidc",
