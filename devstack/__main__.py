@@ -4,7 +4,10 @@ Starts and supervises moto server (Cognito, Secrets Manager, KMS, DynamoDB), a l
 provider (oidc-provider-mock, a real provider server by another author, through
 devstack.oidc_provider), a notes API protected by that provider's access tokens
 (devstack.notes_server, the resource server of the agent's notes tools), the binder, the agent
-and the dev edge that plays the ALB. Prints one banner. Ctrl-C stops everything; a child that
+and the dev edge that plays the ALB. With `--mcp` (off by default until the binder accepts
+`kind: mcp`), also a local MCP server (devstack.mcp_server) and its OAuth authorization server
+(devstack.mcp_auth_server), the MCP server registered with the binder as provider `mcpnotes`.
+Prints one banner. Ctrl-C stops everything; a child that
 dies is named and the rest are stopped. Each child writes `{name}.log` in --logs; none of them
 logs a code, state, PKCE value, token or password (tests/devstack/test_no_secrets_in_logs.py).
 """
@@ -21,7 +24,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from devstack import aws, procs, services
+from devstack import aws, mcp_server, procs, services
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS = {"alice": "Alice-local-Passw0rd!", "bob": "Bob-local-Passw0rd!"}
@@ -32,6 +35,9 @@ PROVIDER_CLIENT_ID = "secure-agents-local"
 NOTES_PROVIDER = "notes"
 NOTES_CLIENT_ID = "secure-agents-notes"
 NOTES_SCOPE = "notes"
+# The MCP server's users at its authorization server (any of them may approve; the binder binds
+# the connection to the Cognito user who consented, whatever the upstream `sub`).
+MCP_USERS = tuple(f"{u}@mcp.example" for u in USERS)
 
 
 class Stop(Exception):
@@ -52,6 +58,9 @@ def _ports(args: argparse.Namespace) -> dict[str, int]:
         "binder (internal)": args.binder_internal_port,
         "agent": args.agent_port,
     }
+    if args.mcp:
+        wanted["mcp"] = args.mcp_port
+        wanted["mcp auth"] = args.mcp_auth_port
     chosen: dict[str, int] = {}
     for name, port in wanted.items():
         if port:
@@ -150,6 +159,42 @@ def run(args: argparse.Namespace) -> int:
             _env(PYTHONPATH=str(ROOT)),
             f"{notes}/healthz",
         )
+        providers_extra: list[dict[str, object]] = []
+        mcp_url = None
+        if args.mcp:
+            mcp_auth = f"{base}:{ports['mcp auth']}"
+            mcp_url = f"{base}:{ports['mcp']}{mcp_server.PATH}"
+            start(
+                "mcp-auth",
+                [
+                    py,
+                    "-m",
+                    "devstack.mcp_auth_server",
+                    "--port",
+                    str(ports["mcp auth"]),
+                    "--resource",
+                    mcp_url,
+                    *[a for user in MCP_USERS for a in ("--user", user)],
+                ],
+                _env(PYTHONPATH=str(ROOT)),
+                f"{mcp_auth}/healthz",
+            )
+            start(
+                "mcp",
+                [
+                    py,
+                    "-m",
+                    "devstack.mcp_server",
+                    "--port",
+                    str(ports["mcp"]),
+                    "--issuer",
+                    mcp_auth,
+                ],
+                _env(PYTHONPATH=str(ROOT)),
+                f"{base}:{ports['mcp']}/healthz",
+            )
+            # No client id: the binder registers by its client metadata document (or DCR).
+            providers_extra.append(mcp_server.mcp_provider_entry(mcp_url))
         local = aws.bootstrap(
             moto,
             users=USERS,
@@ -176,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
             [py, "-m", "binder"],
             services.binder_env(
                 local,
-                [provider_entry, notes_entry],
+                [provider_entry, notes_entry, *providers_extra],
                 public_port=ports["binder (public)"],
                 internal_port=ports["binder (internal)"],
                 base_url=edge_url,  # browsers reach /oauth2/* through the edge
@@ -222,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
             _env(PYTHONPATH=str(ROOT)),
             f"{edge_url}/_edge/healthz",
         )
-        print(_banner(edge_url, logs, notes), flush=True)
+        print(_banner(edge_url, logs, notes, mcp_url), flush=True)
         while True:
             for child in children:
                 if not child.alive():
@@ -263,7 +308,7 @@ def notes_provider_entry(*, issuer: str, secret_arn: str) -> dict[str, object]:
     }
 
 
-def _banner(url: str, logs: Path, notes: str) -> str:
+def _banner(url: str, logs: Path, notes: str, mcp: str | None = None) -> str:
     width = 64
     lines = [
         "=" * width,
@@ -275,6 +320,7 @@ def _banner(url: str, logs: Path, notes: str) -> str:
         f'  Try: "who am I on {PROVIDER}?" (offline planner, not a language model),',
         '       "what\'s on my notes?", "add a note titled Hello saying hi"',
         f"  Notes API (local resource server): {notes}",
+        *([f"  MCP server (local, OAuth-protected): {mcp}"] if mcp else []),
         f"  Logs: {logs}",
         "  Stop: Ctrl-C",
         "=" * width,
@@ -290,7 +336,14 @@ def main() -> None:
         default=int(os.environ.get("DEV_PORT", "8000")),
         help="the URL's port (the dev edge); default 8000 or $DEV_PORT",
     )
-    for name in ("moto", "provider", "notes", "binder", "binder-internal", "agent"):
+    parser.add_argument(
+        "--mcp",
+        action="store_true",
+        default=os.environ.get("DEV_MCP", "") == "1",
+        help="also run the local MCP server and its authorization server (or $DEV_MCP=1)",
+    )
+    names = ("moto", "provider", "notes", "binder", "binder-internal", "agent", "mcp", "mcp-auth")
+    for name in names:
         parser.add_argument(
             f"--{name}-port", type=int, default=0, help=f"{name} port (default: any free port)"
         )

@@ -45,8 +45,11 @@ class RunningStack:
         return self.process.returncode
 
 
-def start(port_flags: Iterable[str], logs: Path, *, timeout: float = 90) -> RunningStack:
-    """Start the stack with a free loopback port for each flag (`port`, `moto-port`, ...)."""
+def start(
+    port_flags: Iterable[str], logs: Path, *, timeout: float = 90, mcp: bool = False
+) -> RunningStack:
+    """Start the stack with a free loopback port for each flag (`port`, `moto-port`, ...);
+    `mcp` adds the local MCP server and its authorization server (`mcp-port`, `mcp-auth-port`)."""
     ports = {name: procs.free_port() for name in ("port", *port_flags)}
     process = subprocess.Popen(  # noqa: S603 - the project's own module, no shell
         [
@@ -56,6 +59,7 @@ def start(port_flags: Iterable[str], logs: Path, *, timeout: float = 90) -> Runn
             *[arg for name, port in ports.items() for arg in (f"--{name}", str(port))],
             "--logs",
             str(logs),
+            *(["--mcp"] if mcp else []),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
