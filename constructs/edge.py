@@ -2,10 +2,18 @@
 
 Routing (HTTPS listener; port 80 only redirects to HTTPS):
 
+    GET /oauth2/client-metadata.json  -> binder, no ALB auth (exact path and method)
     /oauth2/*        -> binder, behind authenticate-cognito
     /  and  /app/*   -> agent,  behind authenticate-cognito
     /api/*           -> agent,  no ALB auth (callers send a Cognito bearer token)
     anything else    -> fixed 404
+
+The client metadata document is the binder's OAuth client identity at MCP authorization
+servers (its `client_id` is that URL): the authorization server fetches it without a session,
+so it is the one `/oauth2/` path without sign-in. Its rule matches that path exactly (no
+wildcard: `/oauth2/client-metadata.json/x` and `...jsonx` fall to the signed-in rule) and GET
+only, and it ranks first; the binder serves nothing but static JSON there. WAF covers it like
+every other rule.
 
 `/internal/*` has no rule, so it falls to the 404 default; the binder also serves its internal
 API on a separate port that only the agent's security group can reach, so no ALB rule could
@@ -34,6 +42,10 @@ from constructs.user_directory import UserDirectory
 # Paths whose first request signs the browser in through Cognito.
 BROWSER_AGENT_PATHS = ("/", "/app/*")
 BINDER_PATHS = ("/oauth2/*",)
+# The binder's Client ID Metadata Document (binder.providers.mcp.CLIENT_METADATA_PATH; a test
+# keeps the two equal): served without sign-in, to GET only.
+CLIENT_METADATA_PATH = "/oauth2/client-metadata.json"
+CLIENT_METADATA_METHODS = ("GET",)
 API_PATHS = ("/api/*",)
 
 # Security headers on every HTTPS response, the ALB's own included (its fixed 404, the
@@ -190,6 +202,16 @@ class Edge(Construct):
                 next=elbv2.ListenerAction.forward([target_group]),
             )
 
+        # Ranks before the signed-in /oauth2/* rule; path and method must both match.
+        self.https_listener.add_action(
+            "BinderClientMetadata",
+            priority=5,
+            conditions=[
+                elbv2.ListenerCondition.path_patterns([CLIENT_METADATA_PATH]),
+                elbv2.ListenerCondition.http_request_methods(list(CLIENT_METADATA_METHODS)),
+            ],
+            action=elbv2.ListenerAction.forward([self.binder_target_group]),
+        )
         self.https_listener.add_action(
             "Binder",
             priority=10,

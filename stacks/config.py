@@ -143,9 +143,36 @@ class ProviderConfig:
         spec = kind.spec(self.entry.for_binder())
         return spec.userinfo_endpoint if spec.is_oidc else None
 
-    def binder_entry(self, secret_arn: str) -> dict[str, object]:
-        """This provider as the binder's PROVIDERS entry (services/binder/README.md)."""
+    @property
+    def has_credentials(self) -> bool:
+        """Whether the identity stack creates a client credentials secret for this provider:
+        every entry with a client id. An mcp entry may have none (its binder registers a client
+        through the binder's metadata document or dynamic registration, and keeps what it gets
+        in the vault), and then has no secret at all: a placeholder nobody may set would only
+        make the binder refuse the entry ("secret_arn is only allowed with client_id")."""
+        return bool(self.entry.client_id)
+
+    def binder_entry(self, secret_arn: str | None) -> dict[str, object]:
+        """This provider as the binder's PROVIDERS entry (services/binder/README.md): with the
+        credentials secret's ARN when the provider has one (`has_credentials`), without it
+        otherwise, whatever `secret_arn` says."""
+        if not self.has_credentials:
+            return replace(self.entry, secret_arn=None).to_json()
+        if secret_arn is None:
+            raise ValueError(f"provider {self.name!r} has a client id and needs its secret ARN")
         return replace(self.entry, secret_arn=secret_arn).to_json()
+
+    def mcp_server(self) -> dict[str, object] | None:
+        """This provider as an entry of the agent's AGENT_MCP_SERVERS (services/agent/README.md,
+        "Remote MCP servers"), or None when it is not an MCP server: the agent lists and calls
+        its tools with the user's token for the binder provider of the same name."""
+        if self.kind != "mcp":
+            return None
+        server: dict[str, object] = {"name": self.name, "url": self.entry.required_text("url")}
+        scopes = self.entry.scope_list()
+        if scopes:
+            server["scopes"] = list(scopes)
+        return server
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,6 +239,11 @@ class AppConfig:
     alarm_email: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     pipeline: PipelineConfig | None = None
+
+    @property
+    def agent_mcp_servers(self) -> list[dict[str, object]]:
+        """The agent's AGENT_MCP_SERVERS: every `kind: mcp` provider, in context order."""
+        return [s for s in (p.mcp_server() for p in self.providers) if s is not None]
 
     @property
     def service_namespace(self) -> str:
@@ -482,10 +514,38 @@ def _providers(value: Any, *, account: str, region: str) -> tuple[ProviderConfig
         return ()
     if not isinstance(value, Mapping):
         raise ConfigError(f"context key '{key}': expected {form}")
-    return tuple(
+    providers = tuple(
         _provider(name, fields, where=f"context key '{key}.{name}'", account=account, region=region)
         for name, fields in value.items()
     )
+    _check_agent_mcp_servers(providers)
+    return providers
+
+
+# The agent's own limits on AGENT_MCP_SERVERS (services/agent/agent/settings.py), stricter than
+# the binder's on the same entries: an entry past them would pass synth and stop the agent.
+AGENT_MAX_MCP_SERVERS = 16
+AGENT_MAX_SCOPE_LENGTH = 128
+
+
+def _check_agent_mcp_servers(providers: Sequence[ProviderConfig]) -> None:
+    servers = [p for p in providers if p.kind == "mcp"]
+    if len(servers) > AGENT_MAX_MCP_SERVERS:
+        raise ConfigError(
+            f"context key 'providers': at most {AGENT_MAX_MCP_SERVERS} entries of kind mcp "
+            "(the agent's AGENT_MCP_SERVERS limit)"
+        )
+    for provider in servers:
+        where = f"context key 'providers.{provider.name}'"
+        if urlsplit(provider.entry.required_text("url")).query:
+            raise ConfigError(
+                f"{where}: url must not contain a query (the agent's AGENT_MCP_SERVERS refuses it)"
+            )
+        if any(len(scope) > AGENT_MAX_SCOPE_LENGTH for scope in provider.entry.scope_list()):
+            raise ConfigError(
+                f"{where}: scopes must be at most {AGENT_MAX_SCOPE_LENGTH} characters each for "
+                "an mcp entry (the agent asks for them)"
+            )
 
 
 def _provider(name: Any, fields: Any, *, where: str, account: str, region: str) -> ProviderConfig:
@@ -497,14 +557,18 @@ def _provider(name: Any, fields: Any, *, where: str, account: str, region: str) 
     if app_set:
         raise ConfigError(f"{where}: {', '.join(app_set)} is set by the app, not in the context")
     # At synth the real secret ARN is a CDK token; a well-formed ARN of the account and region
-    # stands in for it.
-    placeholder = f"arn:aws:secretsmanager:{region}:{account}:secret:provider-{name}-AbCdEf"
+    # stands in for it (for a provider with a client id: the others get no secret).
+    placeholder: str | None = (
+        f"arn:aws:secretsmanager:{region}:{account}:secret:provider-{name}-AbCdEf"
+    )
     try:
         provider = ProviderConfig(
             entry=parse_entry(
                 {**fields, "name": name, "kind": fields.get("kind", name)}, agent_fields=True
             )
         )
+        if not provider.has_credentials:
+            placeholder = None
         rendered = parse_entry(provider.binder_entry(placeholder))
     except ProviderConfigError as exc:
         problem = f"{exc.field} {exc.problem}" if exc.field and exc.problem else str(exc)

@@ -72,6 +72,11 @@ class IdentityStack(Stack):
         )
         self.sessions = SessionTable(self, "Sessions", vault=self.vault)
         for provider in config.providers:
+            if not provider.has_credentials:
+                # An mcp entry without a client id: the binder registers its own client and
+                # keeps it in the vault (`{vault_prefix}/_mcp-client/...`), so there is no
+                # secret for an operator to set.
+                continue
             secret = self.vault.add_provider_credentials(
                 provider.name, client_id=provider.client_id
             )

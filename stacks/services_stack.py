@@ -107,7 +107,11 @@ class ServicesStack(Stack):
                 "SESSION_TABLE_NAME": identity.sessions.table.table_name,
                 "PROVIDERS": json.dumps(
                     [
-                        p.binder_entry(identity.vault.provider_secrets[p.name].secret_arn)
+                        p.binder_entry(
+                            identity.vault.provider_secrets[p.name].secret_arn
+                            if p.has_credentials
+                            else None
+                        )
                         for p in config.providers
                     ]
                 ),
@@ -135,6 +139,9 @@ class ServicesStack(Stack):
                 "OIDC_USERINFO": json.dumps(
                     {p.name: p.userinfo_url for p in config.providers if p.userinfo_url}
                 ),
+                # Every `kind: mcp` provider: the agent lists and calls its tools with each
+                # user's token for the binder provider of the same name.
+                "AGENT_MCP_SERVERS": json.dumps(config.agent_mcp_servers),
             },
         )
         for statement in self._bedrock_statements(config):

@@ -29,8 +29,9 @@ def test_checked_in_example_values_are_valid() -> None:
     config = _config()
     assert config.region == "us-east-1"
     assert config.availability_zones == ("us-east-1a", "us-east-1b")
-    assert [p.name for p in config.providers] == ["github", "google", "microsoft"]
+    assert [p.name for p in config.providers] == ["github", "google", "microsoft", "atlassian-mcp"]
     assert config.providers[2].entry.text("tenant") == "organizations"
+    assert [p.has_credentials for p in config.providers] == [True, True, True, False]
     assert config.bedrock_models[0].is_inference_profile
     assert config.callback_url == "https://agents.example.com/oauth2/idpresponse"
     assert config.provider_callback_url("github") == (

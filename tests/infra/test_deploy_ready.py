@@ -40,6 +40,8 @@ REAL_VALUES: dict[str, Any] = {
             "client_id": "5b1e9c3a-7d2f-4e8b-a6c4-1f3e5d7b9a2c",
             "tenant": "organizations",
         },
+        # Registers through the binder's client metadata document or dynamic registration.
+        "jira-mcp": {"kind": "mcp", "url": "https://mcp.atlassian.com/v1/mcp"},
     },
     "bedrock_model_ids": [GLOBAL_PROFILE, FOUNDATION_MODEL],
     "stack_prefix": "Staging",
@@ -216,6 +218,7 @@ def test_deploying_the_example_values_is_refused_naming_every_key() -> None:
         "providers.github.client_id",
         "providers.google.client_id",
         "providers.microsoft.client_id",
+        "providers.atlassian-mcp (endpoints)",
     ):
         assert key in message
     assert message.count("\n") == 0, "one message"
@@ -233,6 +236,9 @@ def test_deploying_the_example_values_is_refused_naming_every_key() -> None:
             "providers",
             {"corp": {"kind": "oidc", "client_id": "abc", "issuer": "https://idp.example.com"}},
         ),
+        # An MCP server's url is its only value: a reserved host there is an example.
+        ("providers", {"tools": {"kind": "mcp", "url": "https://mcp.example.com/mcp"}}),
+        ("providers", {"tools": {"kind": "mcp", "url": "https://tools.example/mcp"}}),
     ],
 )
 def test_each_example_value_alone_is_refused(key: str, value: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tests.infra.assembly import Synthesized
@@ -23,30 +24,100 @@ def _target_group_of(synth: Synthesized, ref: dict[str, str]) -> str:
     return "agent" if logical_id.startswith("EdgeAgent") else "binder"
 
 
-def _routes(synth: Synthesized) -> dict[int, tuple[list[str], bool, str]]:
+def _conditions(props: dict[str, Any]) -> tuple[list[str], list[str] | None]:
+    """(path patterns, HTTP methods or None for any): the only condition fields we use."""
+    conditions = {c["Field"]: c for c in props["Conditions"]}
+    assert set(conditions) <= {"path-pattern", "http-request-method"}, conditions
+    paths = conditions["path-pattern"]["PathPatternConfig"]["Values"]
+    method = conditions.get("http-request-method")
+    return paths, method["HttpRequestMethodConfig"]["Values"] if method else None
+
+
+def _routes(synth: Synthesized) -> dict[int, tuple[list[str], list[str] | None, bool, str]]:
     routes = {}
     for rule in synth.resources("AWS::ElasticLoadBalancingV2::ListenerRule").values():
         props = rule["Properties"]
-        (condition,) = props["Conditions"]
-        assert condition["Field"] == "path-pattern"
+        paths, methods = _conditions(props)
         actions = sorted(props["Actions"], key=lambda a: a.get("Order", 0))
         authenticated = actions[0]["Type"] == "authenticate-cognito"
         forward = actions[-1]
         assert forward["Type"] == "forward"
         routes[props["Priority"]] = (
-            condition["PathPatternConfig"]["Values"],
+            paths,
+            methods,
             authenticated,
             _target_group_of(synth, forward["TargetGroupArn"]),
         )
     return routes
 
 
+def _path_matches(pattern: str, path: str) -> bool:
+    """The ALB's path-pattern rule: case-sensitive, `*` any run of characters, `?` exactly
+    one, everything else literal (`.` included), against the path without its query."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, path, re.S) is not None
+
+
+def _route(synth: Synthesized, method: str, url: str) -> tuple[bool, str] | None:
+    """Where the HTTPS listener sends a request: (signed in first?, service) of the first rule
+    by priority whose every condition matches, or None for the default 404."""
+    path = url.split("?", 1)[0]
+    for _, (paths, methods, authenticated, target) in sorted(_routes(synth).items()):
+        if any(_path_matches(p, path) for p in paths) and (methods is None or method in methods):
+            return authenticated, target
+    return None
+
+
 def test_listener_rules_route_exactly_as_the_design_brief(synth: Synthesized) -> None:
     assert _routes(synth) == {
-        10: (["/oauth2/*"], True, "binder"),
-        20: (["/", "/app/*"], True, "agent"),
-        30: (["/api/*"], False, "agent"),
+        5: (["/oauth2/client-metadata.json"], ["GET"], False, "binder"),
+        10: (["/oauth2/*"], None, True, "binder"),
+        20: (["/", "/app/*"], None, True, "agent"),
+        30: (["/api/*"], None, False, "agent"),
     }
+
+
+def test_only_the_client_metadata_document_is_served_without_sign_in(
+    synth: Synthesized,
+) -> None:
+    """An MCP authorization server fetches the binder's client metadata document with no
+    session; every other /oauth2/ request, lookalikes included, still signs in first."""
+    assert _route(synth, "GET", "/oauth2/client-metadata.json") == (False, "binder")
+    assert _route(synth, "GET", "/oauth2/client-metadata.json?x=1") == (False, "binder")
+    for method, url in [
+        ("GET", "/oauth2/client-metadata.json/x"),
+        ("GET", "/oauth2/client-metadata.jsonx"),
+        ("GET", "/oauth2/client-metadata.json."),
+        ("GET", "/oauth2/Client-Metadata.json"),
+        ("GET", "/oauth2/client-metadata-json"),
+        ("POST", "/oauth2/client-metadata.json"),
+        ("PUT", "/oauth2/client-metadata.json"),
+        ("DELETE", "/oauth2/client-metadata.json"),
+        ("HEAD", "/oauth2/client-metadata.json"),
+        ("GET", "/oauth2/authorize/abc"),
+        ("GET", "/oauth2/callback/atlassian-mcp"),
+        ("GET", "/oauth2/connections"),
+        ("POST", "/oauth2/actions/abc/approve"),
+    ]:
+        assert _route(synth, method, url) == (True, "binder"), (method, url)
+    # The exception adds nothing outside /oauth2/: the rest routes as before.
+    assert _route(synth, "GET", "/client-metadata.json") is None
+    assert _route(synth, "GET", "/internal/tokens") is None
+    assert _route(synth, "GET", "/app/chat") == (True, "agent")
+
+
+def test_the_edge_path_is_the_binders(synth: Synthesized) -> None:
+    """The exception is the path the binder serves the document on, and nothing else."""
+    from binder.providers.mcp import CLIENT_METADATA_PATH
+    from constructs.edge import CLIENT_METADATA_PATH as EDGE_PATH
+
+    assert EDGE_PATH == CLIENT_METADATA_PATH
+    unauthenticated = [
+        paths
+        for paths, _, authenticated, target in _routes(synth).values()
+        if not authenticated and target == "binder"
+    ]
+    assert unauthenticated == [[CLIENT_METADATA_PATH]]
 
 
 def test_everything_else_is_a_404_and_internal_is_never_routed(synth: Synthesized) -> None:
@@ -54,7 +125,7 @@ def test_everything_else_is_a_404_and_internal_is_never_routed(synth: Synthesize
     (default,) = https["DefaultActions"]
     assert default["Type"] == "fixed-response"
     assert default["FixedResponseConfig"]["StatusCode"] == "404"
-    patterns = [p for paths, _, _ in _routes(synth).values() for p in paths]
+    patterns = [p for paths, _, _, _ in _routes(synth).values() for p in paths]
     assert not any(p.startswith("/internal") or p in ("*", "/*") for p in patterns)
 
 

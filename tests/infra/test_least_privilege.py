@@ -196,7 +196,7 @@ def test_agent_task_gets_the_binder_url_and_no_secret(synth: Synthesized) -> Non
     env = {e["Name"]: e["Value"] for e in agent["Environment"]}
     assert env["BINDER_INTERNAL_URL"] == "http://binder:8081"
     assert env["AGENT_MODEL"] == "bedrock"
-    assert env["AGENT_PROVIDERS"] == "github,google,microsoft"
+    assert env["AGENT_PROVIDERS"] == "github,google,microsoft,atlassian-mcp"
     assert "VAULT_KMS_KEY_ARN" not in env
     assert "SESSION_TABLE_NAME" not in env
     assert not any("SECRET" in name for name in env)

@@ -150,9 +150,11 @@ CASES: list[tuple[str, dict[str, Any], bool]] = [
     ("crm", {**OAUTH2, "token_endpoint": "http://crm.example.com/token"}, False),
     ("crm", {**OAUTH2, "token_endpoint": "https://crm.example.com:99999/token"}, False),
     ("crm", {**OAUTH2, "revocation_endpoint": "https://crm.example.com/r#x"}, False),
-    # MCP servers (an entry without client_id, which the binder accepts, needs synth to leave
-    # out the secret ARN: see tests/binder/providers/test_mcp.py)
+    # MCP servers; without client_id, synth creates no credentials secret and renders no ARN
     ("tools", MCP, True),
+    ("tools", {k: v for k, v in MCP.items() if k != "client_id"}, True),
+    ("tools", {"kind": "mcp", "url": "https://mcp.example.com/mcp", "scopes": ["read"]}, True),
+    ("tools", {"kind": "mcp", "url": "https://mcp.example.com/mcp", "client_id": ""}, False),
     ("tools", {**MCP, "scopes": ["files:read"], "display_name": "Team tools"}, True),
     ("tools", {**MCP, "url": "https://mcp.example.com"}, True),
     ("tools", {**MCP, "url": "http://mcp.example.com/mcp"}, False),

@@ -35,10 +35,11 @@ def example_context() -> dict[str, Any]:
 
 def binder_entry(name: str, context_entry: dict[str, Any]) -> dict[str, Any]:
     """The entry as the README says synth renders it: the key is the name, the kind defaults
-    to the name, the app adds the secret ARN, and an oidc userinfo_endpoint (the agent's)
-    stays out."""
+    to the name, the app adds the secret ARN to an entry with a client id (an mcp entry may
+    have none, and then no secret), and an oidc userinfo_endpoint (the agent's) stays out."""
     entry = {**context_entry, "name": name, "kind": context_entry.get("kind", name)}
-    entry["secret_arn"] = ARN
+    if context_entry.get("client_id") is not None:
+        entry["secret_arn"] = ARN
     if entry["kind"] == "oidc":
         entry.pop("userinfo_endpoint", None)
     return entry
@@ -90,7 +91,9 @@ def test_synth_and_the_binder_accept_the_same_entries(
     # What synth actually renders parses in the binder too.
     context = {**example_context(), "providers": {name: context_entry}}
     (provider,) = AppConfig.from_context(context.get).providers
-    assert ProviderRegistry.from_json(json.dumps([provider.binder_entry(ARN)])).names() == (name,)
+    rendered = provider.binder_entry(ARN)
+    assert ("secret_arn" in rendered) == provider.has_credentials
+    assert ProviderRegistry.from_json(json.dumps([rendered])).names() == (name,)
 
 
 def test_errors_name_the_field_and_never_echo_the_value() -> None:
