@@ -192,3 +192,25 @@ def test_binder_accepts_every_entry_the_cdk_app_writes() -> None:
         json.dumps([p.binder_entry(arn) for p in config.providers])
     )
     assert set(registry.names()) == set(providers)
+
+
+def test_mcp_entries_past_the_agents_limits_are_refused_at_synth() -> None:
+    """The binder would accept these, the agent's AGENT_MCP_SERVERS would not (it would stop
+    at start): synth refuses them, naming the entry."""
+    server = {"kind": "mcp", "url": "https://mcp.corp.example/mcp"}
+    with pytest.raises(ConfigError, match=r"'providers.tools': url must not contain a query"):
+        _config(providers={"tools": {**server, "url": "https://mcp.corp.example/mcp?team=a"}})
+    with pytest.raises(ConfigError, match=r"'providers.tools': scopes must be at most 128"):
+        _config(providers={"tools": {**server, "scopes": ["s" * 129]}})
+    many = {f"tools-{i}": server for i in range(17)}
+    with pytest.raises(ConfigError, match=r"'providers': at most 16 entries of kind mcp"):
+        _config(providers=many)
+    sixteen = _config(providers={f"tools-{i}": server for i in range(16)})
+    assert len(sixteen.agent_mcp_servers) == 16
+    assert [p.has_credentials for p in sixteen.providers] == [False] * 16
+    # A pre-registered client: a credentials secret, and the agent entry carries no id.
+    (crm,) = _config(providers={"crm": {**server, "client_id": "c", "scopes": ["r"]}}).providers
+    assert crm.has_credentials
+    assert crm.mcp_server() == {"name": "crm", "url": server["url"], "scopes": ["r"]}
+    with pytest.raises(ValueError, match="needs its secret ARN"):
+        crm.binder_entry(None)
