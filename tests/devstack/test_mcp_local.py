@@ -170,7 +170,7 @@ def test_discovery_consent_through_the_edge_then_the_answer(
     second = _mcp_notes_question(alice)
     assert second["authorization_required"] == []
     assert f"From the MCP server {mcp_server.PROVIDER_NAME}:" in second["reply"], second
-    assert '"notes": []' in second["reply"].replace(" ", " "), second["reply"]
+    assert '"notes": []' in second["reply"], second["reply"]
     assert _get(f"{stack.mcp_origin}/_test/requests")["accepted"] >= 1
 
 
