@@ -23,7 +23,8 @@ is ever logged.
 
 LOCAL ONLY, for tests (127.0.0.1 clients only, no authentication): `GET /_test/writes` ->
 {"writes": N, "write_attempts": M}, as devstack.notes_server's; `GET /_test/requests` ->
-{"challenges": 401 answers on /mcp, "prm_fetches", "accepted": tokens accepted, "refused":
+{"challenges": 401 answers on /mcp, "prm_fetches", "accepted": requests with a valid token,
+"tool_calls", "refused":
 {reason: count}, "token_hashes": SHA-256 prefixes of the distinct bearer tokens received (the last
 MAX_SEEN_TOKENS; never a token)}, so a test can see discovery happen and which tokens reached
 which server; `GET /healthz`.
@@ -108,7 +109,8 @@ class Seen:
 
     challenges: int = 0
     prm_fetches: int = 0
-    accepted: int = 0
+    accepted: int = 0  # HTTP requests with a valid token (an MCP session makes several)
+    tool_calls: int = 0
     refused: Counter[str] = field(default_factory=Counter)
     token_hashes: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
@@ -295,6 +297,7 @@ def create_app(config: McpConfig) -> Starlette:
         annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False),
     )
     def list_notes(ctx: Context[Any, Any]) -> dict[str, Any]:
+        seen.tool_calls += 1
         key = _user_key(ctx)
         notes = store.notes.get(key, [])
         log.info("list_notes user=%s count=%d", _log_id(key), len(notes))
@@ -312,6 +315,7 @@ def create_app(config: McpConfig) -> Starlette:
         ),
     )
     def add_note(title: str, body: str, ctx: Context[Any, Any]) -> dict[str, str]:
+        seen.tool_calls += 1
         store.write_attempts += 1
         key = _user_key(ctx)
         for name, value, low, high in (
@@ -357,6 +361,7 @@ def create_app(config: McpConfig) -> Starlette:
                 "challenges": seen.challenges,
                 "prm_fetches": seen.prm_fetches,
                 "accepted": seen.accepted,
+                "tool_calls": seen.tool_calls,
                 "refused": dict(seen.refused),
                 "token_hashes": list(seen.token_hashes),
             },
