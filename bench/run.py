@@ -21,6 +21,7 @@ import agent_bench
 import approval_bench
 import binder_bench
 import load
+import mcp_bench
 import synth
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -107,11 +108,43 @@ def markdown(report: dict[str, Any]) -> str:
         f"| result | {'PASS' if r['pass'] else 'FAIL'} | |",
         "",
     ]
+    lines += _mcp_section(report["benchmarks"]["mcp"])
     if report["missing"]:
         lines += ["## Not built yet", ""]
         lines += [f"- {name} (issue {issue}): {what}" for name, issue, what in report["missing"]]
         lines.append("")
     return "\n".join(lines)
+
+
+def _mcp_section(m: dict[str, Any]) -> list[str]:
+    direct = round(m["direct_list_ms_p50"] + m["direct_call_ms_p50"], 2)
+    return [
+        "## MCP tools",
+        "",
+        "The local MCP server (devstack.mcp_server, official SDK, Streamable HTTP) as a real "
+        'process; a chat turn asks "what\'s on my MCP notes?" (offline planner): for a user '
+        "not listed yet the agent gets a token from the binder (a fake), runs initialize + "
+        "tools/list, then initialize + tools/call; for a listed user (listing cached) only the "
+        "call. The SDK directly, in the same run, makes the same operations (a session each, one "
+        f"connection pool); p50 of {m['rounds']} sequential interleaved rounds.",
+        "",
+        "| measure | value | target |",
+        "| --- | --- | --- |",
+        f"| SDK directly: tools/list, tools/call | {m['direct_list_ms_p50']} ms, "
+        f"{m['direct_call_ms_p50']} ms | |",
+        f"| chat turn with tools/list + tools/call, vs SDK list + call ({direct} ms) | "
+        f"{m['agent_turn_listing_ms_p50']} ms ({m['listing_ratio']}x) | reported |",
+        f"| chat turn with tools/call (listing cached), vs SDK call | "
+        f"{m['agent_turn_cached_ms_p50']} ms ({m['call_ratio']}x) | reported |",
+        f"| agent start to /healthz with AGENT_MCP_SERVERS, median of 3 | "
+        f"{m['start_seconds_median']} s | < {m['start_target_seconds']} s |",
+        f"| 1,000 chat turns, each one MCP tools/call | {m['burst']['rps']} req/s, p99 "
+        f"{m['burst']['p99_ms']} ms, {m['mcp_tool_calls_in_burst']} calls at the server | "
+        "1,000 calls |",
+        f"| agent RSS after them | {m['rss_mb']} MB | < {m['rss_target_mb']} MB |",
+        f"| result | {'PASS' if m['pass'] else 'FAIL'} | |",
+        "",
+    ]
 
 
 def _load_section(r: dict[str, Any]) -> list[str]:
@@ -182,6 +215,7 @@ def main() -> int:
             "agent": agent_bench.run(),
             "load": load.run(users=200),
             "approval": approval_bench.run(),
+            "mcp": mcp_bench.run(),
         },
         "missing": MISSING,
     }

@@ -3,13 +3,14 @@
 Starts and supervises moto server (Cognito, Secrets Manager, KMS, DynamoDB), a local OIDC
 provider (oidc-provider-mock, a real provider server by another author, through
 devstack.oidc_provider), a notes API protected by that provider's access tokens
-(devstack.notes_server, the resource server of the agent's notes tools), the binder, the agent
-and the dev edge that plays the ALB. With `--mcp` (off by default until the binder accepts
-`kind: mcp`), also a local MCP server (devstack.mcp_server) and its OAuth authorization server
-(devstack.mcp_auth_server), the MCP server registered with the binder as provider `mcpnotes`.
-Prints one banner. Ctrl-C stops everything; a child that
-dies is named and the rest are stopped. Each child writes `{name}.log` in --logs; none of them
-logs a code, state, PKCE value, token or password (tests/devstack/test_no_secrets_in_logs.py).
+(devstack.notes_server, the resource server of the agent's notes tools), a local MCP server
+(devstack.mcp_server) and its OAuth authorization server (devstack.mcp_auth_server), the binder
+(the MCP server is its provider `mcpnotes`, kind mcp, no client_id: it registers itself), the
+agent (the MCP server in its AGENT_MCP_SERVERS) and the dev edge that plays the ALB. `--no-mcp`
+(or $DEV_MCP=0) leaves the two MCP processes out. Prints one banner. Ctrl-C stops everything; a
+child that dies is named and the rest are stopped. Each child writes `{name}.log` in --logs;
+none of them logs a code, state, PKCE value, token or password
+(tests/devstack/test_no_secrets_in_logs.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
@@ -97,17 +99,28 @@ def run(args: argparse.Namespace) -> int:
     edge_url = f"{base}:{ports['edge']}"
     children: list[procs.Child] = []
 
-    def start(name: str, argv: list[str], env: dict[str, str], health: str) -> procs.Child:
+    waiting: list[tuple[procs.Child, str]] = []
+
+    def launch(name: str, argv: list[str], env: dict[str, str], health: str) -> None:
+        """Start a child now, wait for it in `ready()`: children that do not need each other
+        come up together (Python's start-up is most of each one's time)."""
         child = procs.start(name, argv, env=env, log_dir=logs, cwd=ROOT, die_with_parent=True)
         children.append(child)
-        procs.wait_http(child, health, timeout=60)
-        return child
+        waiting.append((child, health))
+
+    def ready() -> None:
+        while waiting:
+            procs.wait_http(*waiting.pop(0), timeout=60)
+
+    def start(name: str, argv: list[str], env: dict[str, str], health: str) -> None:
+        launch(name, argv, env, health)
+        ready()
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
         moto = f"{base}:{ports['moto']}"
-        start(
+        launch(
             "moto",
             [py, "-m", "devstack.moto_server", "-H", procs.LOOPBACK, "-p", str(ports["moto"])],
             _env(),
@@ -126,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
             for u in USERS
         ]
         notes = f"{base}:{ports['notes']}"
-        start(
+        launch(
             "provider",
             [
                 py,
@@ -141,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             _env(),
             f"{provider}/.well-known/openid-configuration",
         )
-        start(
+        launch(
             "notes",
             [
                 py,
@@ -164,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         if args.mcp:
             mcp_auth = f"{base}:{ports['mcp auth']}"
             mcp_url = f"{base}:{ports['mcp']}{mcp_server.PATH}"
-            start(
+            launch(
                 "mcp-auth",
                 [
                     py,
@@ -179,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
                 _env(PYTHONPATH=str(ROOT)),
                 f"{mcp_auth}/healthz",
             )
-            start(
+            launch(
                 "mcp",
                 [
                     py,
@@ -193,8 +206,10 @@ def run(args: argparse.Namespace) -> int:
                 _env(PYTHONPATH=str(ROOT)),
                 f"{base}:{ports['mcp']}/healthz",
             )
-            # No client id: the binder registers by its client metadata document (or DCR).
+            # No client id: the binder registers by its client metadata document where its
+            # PUBLIC_BASE_URL is https, else (the local stack, http) by dynamic registration.
             providers_extra.append(mcp_server.mcp_provider_entry(mcp_url))
+        ready()
         local = aws.bootstrap(
             moto,
             users=USERS,
@@ -243,6 +258,7 @@ def run(args: argparse.Namespace) -> int:
                 userinfo={PROVIDER: f"{provider}/userinfo"},
                 providers=[NOTES_PROVIDER],
                 NOTES_API_URL=notes,
+                **mcp_agent_env({mcp_server.PROVIDER_NAME: mcp_url}),
                 **extra,
             ),
             f"{agent}/healthz",
@@ -308,6 +324,13 @@ def notes_provider_entry(*, issuer: str, secret_arn: str) -> dict[str, object]:
     }
 
 
+def mcp_agent_env(servers: Mapping[str, str | None]) -> dict[str, str]:
+    """AGENT_MCP_SERVERS for local MCP servers, by binder provider name (the agent asks the
+    binder for each server's token by that name); a server without a URL is left out."""
+    listed = [{"name": name, "url": url} for name, url in servers.items() if url]
+    return {"AGENT_MCP_SERVERS": json.dumps(listed)} if listed else {}
+
+
 def _banner(url: str, logs: Path, notes: str, mcp: str | None = None) -> str:
     width = 64
     lines = [
@@ -319,6 +342,11 @@ def _banner(url: str, logs: Path, notes: str, mcp: str | None = None) -> str:
         "",
         f'  Try: "who am I on {PROVIDER}?" (offline planner, not a language model),',
         '       "what\'s on my notes?", "add a note titled Hello saying hi"',
+        *(
+            ['       "what\'s on my MCP notes?", "add an MCP note titled Hi saying hello"']
+            if mcp
+            else []
+        ),
         f"  Notes API (local resource server): {notes}",
         *([f"  MCP server (local, OAuth-protected): {mcp}"] if mcp else []),
         f"  Logs: {logs}",
@@ -338,9 +366,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--mcp",
-        action="store_true",
-        default=os.environ.get("DEV_MCP", "") == "1",
-        help="also run the local MCP server and its authorization server (or $DEV_MCP=1)",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("DEV_MCP", "1") != "0",
+        help="run the local MCP server and its authorization server (default; --no-mcp or "
+        "$DEV_MCP=0 leaves them out)",
     )
     names = ("moto", "provider", "notes", "binder", "binder-internal", "agent", "mcp", "mcp-auth")
     for name in names:

@@ -13,6 +13,9 @@ Routing, in the order of the ALB's listener rules:
   `x-amzn-oidc-accesstoken`. Other request headers pass unchanged, as the ALB passes them:
   `Origin` and `Sec-Fetch-*` (the binder's same-origin checks on its POSTs), and a client's
   `Authorization` too, which the binder's browser routes must therefore ignore.
+- `GET /oauth2/client-metadata.json` -> binder, no sign-in: the binder's OAuth Client ID
+  Metadata Document, fetched by MCP authorization servers (a server, not a browser). That exact
+  path and method only, as the ALB's rule: every other /oauth2/ request keeps the session rule.
 - `/api/*` -> agent, no sign-in at the edge: callers send their own `Authorization: Bearer`.
 - everything else, `/internal/*` included, is a fixed 404.
 
@@ -360,11 +363,16 @@ def _to_sign_in(request: Request) -> Response:
     return response
 
 
-def _route(path: str) -> tuple[str, bool] | None:
-    """(upstream name, browser route?) for a request path, as the ALB's listener rules."""
+CLIENT_METADATA_PATH = "/oauth2/client-metadata.json"  # binder.providers.mcp's
+
+
+def _route(path: str, method: str = "GET") -> tuple[str, bool] | None:
+    """(upstream name, browser route?) for a request, as the ALB's listener rules."""
     segments = path.split("/")
     if "." in segments or ".." in segments:
         return None
+    if path == CLIENT_METADATA_PATH and method == "GET":
+        return "binder", False
     if path.startswith("/oauth2/"):
         return "binder", True
     if path == "/" or path.startswith("/app/"):
@@ -519,7 +527,7 @@ def create_edge(
         )
 
     async def dispatch(request: Request) -> Response:
-        route = _route(request.url.path)
+        route = _route(request.url.path, request.method)
         if route is None:
             return _not_found()
         name, browser = route

@@ -22,7 +22,12 @@ Tools, per user (the token's `iss` + `sub`), in memory: `list_notes` (readOnlyHi
 is ever logged.
 
 LOCAL ONLY, for tests (127.0.0.1 clients only, no authentication): `GET /_test/writes` ->
-{"writes": N, "write_attempts": M}, as devstack.notes_server's; `GET /healthz`.
+{"writes": N, "write_attempts": M}, as devstack.notes_server's; `GET /_test/requests` ->
+{"challenges": 401 answers on /mcp, "prm_fetches", "accepted": requests with a valid token,
+"tool_calls", "refused":
+{reason: count}, "token_hashes": SHA-256 prefixes of the distinct bearer tokens received (the last
+MAX_SEEN_TOKENS; never a token)}, so a test can see discovery happen and which tokens reached
+which server; `GET /healthz`.
 
 Run: python -m devstack.mcp_server --port P --issuer URL [--scope S]   (127.0.0.1 only)
 """
@@ -37,6 +42,7 @@ import logging
 import time
 import urllib.parse
 import uuid
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,6 +66,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from devstack import logs
 
@@ -72,6 +79,7 @@ MAX_TITLE_CHARS = 200
 MAX_BODY_CHARS = 10_000
 MAX_NOTES_PER_USER = 1000
 MAX_TOKEN_CHARS = 8192
+MAX_SEEN_TOKENS = 1000
 MAX_DOCUMENT_BYTES = 64 * 1024
 LEEWAY_SECONDS = 30
 JWKS_REFETCH_SECONDS = 10.0
@@ -95,6 +103,23 @@ class Store:
     write_attempts: int = 0
 
 
+@dataclass
+class Seen:
+    """What reached this server, for the tests (GET /_test/requests)."""
+
+    challenges: int = 0
+    prm_fetches: int = 0
+    accepted: int = 0  # HTTP requests with a valid token (an MCP session makes several)
+    tool_calls: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    token_hashes: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def token(self, token: str) -> None:
+        self.token_hashes[hashlib.sha256(token.encode()).hexdigest()[:16]] = None
+        while len(self.token_hashes) > MAX_SEEN_TOKENS:
+            self.token_hashes.popitem(last=False)
+
+
 class JwtTokenVerifier:
     """The SDK's TokenVerifier protocol for RFC 9068 access tokens of one issuer.
 
@@ -103,8 +128,9 @@ class JwtTokenVerifier:
     triggers one refetch at most every JWKS_REFETCH_SECONDS.
     """
 
-    def __init__(self, config: McpConfig) -> None:
+    def __init__(self, config: McpConfig, seen: Seen | None = None) -> None:
         self._config = config
+        self._seen = seen or Seen()
         self.http: httpx2.AsyncClient | None = None  # set by the app's lifespan
         self._keys: dict[str, RSAKey] = {}
         self._fetched_at = float("-inf")
@@ -140,11 +166,14 @@ class JwtTokenVerifier:
                     self._keys[str(key.kid)] = key
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        self._seen.token(token)
         try:
             claims = await self._verify(token)
         except _Refused as exc:
             log.info("token refused: %s", exc)
+            self._seen.refused[str(exc)] += 1
             return None
+        self._seen.accepted += 1
         scope = claims.get("scope")
         return AccessToken(
             token=token,
@@ -246,7 +275,8 @@ def prm_url(resource: str) -> str:
 def create_app(config: McpConfig) -> Starlette:
     """The MCP server's ASGI app: the SDK's Streamable HTTP app with its auth, plus test routes."""
     store = Store()
-    verifier = JwtTokenVerifier(config)
+    seen = Seen()
+    verifier = JwtTokenVerifier(config, seen)
     server: MCPServer[Any] = MCPServer(
         "mcp-notes",
         title=DISPLAY_NAME,
@@ -267,6 +297,7 @@ def create_app(config: McpConfig) -> Starlette:
         annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False),
     )
     def list_notes(ctx: Context[Any, Any]) -> dict[str, Any]:
+        seen.tool_calls += 1
         key = _user_key(ctx)
         notes = store.notes.get(key, [])
         log.info("list_notes user=%s count=%d", _log_id(key), len(notes))
@@ -284,6 +315,7 @@ def create_app(config: McpConfig) -> Starlette:
         ),
     )
     def add_note(title: str, body: str, ctx: Context[Any, Any]) -> dict[str, str]:
+        seen.tool_calls += 1
         store.write_attempts += 1
         key = _user_key(ctx)
         for name, value, low, high in (
@@ -311,6 +343,7 @@ def create_app(config: McpConfig) -> Starlette:
     }
 
     async def protected_resource_metadata(request: Request) -> Response:
+        seen.prm_fetches += 1
         return JSONResponse(prm)
 
     async def writes(request: Request) -> Response:
@@ -318,6 +351,21 @@ def create_app(config: McpConfig) -> Starlette:
             return JSONResponse({"error": "not_found"}, 404)
         return JSONResponse(
             {"writes": store.writes, "write_attempts": store.write_attempts}, headers=NO_STORE
+        )
+
+    async def requests(request: Request) -> Response:
+        if request.client is None or request.client.host != LOOPBACK:
+            return JSONResponse({"error": "not_found"}, 404)
+        return JSONResponse(
+            {
+                "challenges": seen.challenges,
+                "prm_fetches": seen.prm_fetches,
+                "accepted": seen.accepted,
+                "tool_calls": seen.tool_calls,
+                "refused": dict(seen.refused),
+                "token_hashes": list(seen.token_hashes),
+            },
+            headers=NO_STORE,
         )
 
     async def healthz(request: Request) -> Response:
@@ -339,6 +387,7 @@ def create_app(config: McpConfig) -> Starlette:
                 methods=["GET"],
             ),
             Route("/_test/writes", writes, methods=["GET"]),
+            Route("/_test/requests", requests, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ]
     )
@@ -356,7 +405,30 @@ def create_app(config: McpConfig) -> Starlette:
 
     app.router.lifespan_context = lifespan
     app.state.store = store
+    app.state.seen = seen
+    app.add_middleware(_CountChallenges, seen=seen)
     return app
+
+
+class _CountChallenges:
+    """Counts the 401 challenges the SDK's auth middleware answers on the MCP endpoint (what a
+    client's discovery starts from)."""
+
+    def __init__(self, app: ASGIApp, seen: Seen) -> None:
+        self.app = app
+        self.seen = seen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") != PATH:
+            await self.app(scope, receive, send)
+            return
+
+        async def counting(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                self.seen.challenges += 1
+            await send(message)
+
+        await self.app(scope, receive, counting)
 
 
 def mcp_provider_entry(

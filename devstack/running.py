@@ -46,10 +46,11 @@ class RunningStack:
 
 
 def start(
-    port_flags: Iterable[str], logs: Path, *, timeout: float = 90, mcp: bool = False
+    port_flags: Iterable[str], logs: Path, *, timeout: float = 90, mcp: bool = True
 ) -> RunningStack:
     """Start the stack with a free loopback port for each flag (`port`, `moto-port`, ...);
-    `mcp` adds the local MCP server and its authorization server (`mcp-port`, `mcp-auth-port`)."""
+    `mcp=False` leaves out the local MCP server and its authorization server (`mcp-port`,
+    `mcp-auth-port`), as `make dev --no-mcp` does."""
     ports = {name: procs.free_port() for name in ("port", *port_flags)}
     process = subprocess.Popen(  # noqa: S603 - the project's own module, no shell
         [
@@ -59,7 +60,7 @@ def start(
             *[arg for name, port in ports.items() for arg in (f"--{name}", str(port))],
             "--logs",
             str(logs),
-            *(["--mcp"] if mcp else []),
+            "--mcp" if mcp else "--no-mcp",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,

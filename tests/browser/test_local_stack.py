@@ -40,6 +40,7 @@ class Stack:
     url: str
     moto: str
     notes: str
+    mcp: str  # the local MCP server's origin
     process: subprocess.Popen[str]
 
 
@@ -58,7 +59,7 @@ def _wait(url: str, process: subprocess.Popen[str], timeout: float = 90) -> None
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    port, moto_port, notes_port = procs.free_port(), procs.free_port(), procs.free_port()
+    port, moto_port, notes_port, mcp_port = (procs.free_port() for _ in range(4))
     process = subprocess.Popen(
         [
             sys.executable,
@@ -70,6 +71,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             str(moto_port),
             "--notes-port",
             str(notes_port),
+            "--mcp-port",
+            str(mcp_port),
             "--logs",
             str(tmp_path_factory.mktemp("devstack-logs")),
         ],
@@ -88,6 +91,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             url=url,
             moto=f"http://127.0.0.1:{moto_port}",
             notes=f"http://127.0.0.1:{notes_port}",
+            mcp=f"http://127.0.0.1:{mcp_port}",
             process=process,
         )
     finally:
@@ -153,11 +157,15 @@ def _shot(page: object, name: str) -> None:
 
 
 def _vault_secrets(stack: Stack) -> list[str]:
+    """Users' token records: `agent-token-vault/{provider}/{user}`. The binder's own MCP client
+    registrations (`agent-token-vault/_mcp-client/...`, made when the agent first lists the
+    MCP server's tools) are not a user's."""
     client = aws.client("secretsmanager", stack.moto)
     return [
         s["Name"]
         for s in client.list_secrets()["SecretList"]
         if s["Name"].startswith("agent-token-vault/")
+        and not s["Name"].startswith("agent-token-vault/_")
     ]
 
 
@@ -278,4 +286,53 @@ def test_a_write_runs_once_after_approval_in_the_browser(stack: Stack, browser: 
     assert again.json()["action_result"]["status"] == "succeeded"
     assert again.json()["action_result"]["replayed"] is True
     assert _notes_writes(stack)["writes"] == before["writes"] + 1
+    context.close()  # type: ignore[attr-defined]
+
+
+def _mcp_writes(stack: Stack) -> dict[str, int]:
+    with urllib.request.urlopen(f"{stack.mcp}/_test/writes", timeout=5) as answer:  # noqa: S310
+        counts: dict[str, int] = json.loads(answer.read())
+    return counts
+
+
+def test_mcp_notes_consent_answer_and_an_approved_write(stack: Stack, browser: object) -> None:
+    """The MCP story in the browser: the question, Connect, the MCP authorization server's own
+    consent form, back to the answer; then a write to the MCP server, approved on its card,
+    which reaches the server exactly once."""
+    from devstack.__main__ import USERS
+
+    context = _context(browser)
+    page = context.new_page()  # type: ignore[attr-defined]
+    _login(page, stack.url, "bob", USERS["bob"])
+    page.fill("#message", "What's on my MCP notes?")
+    page.click("#send")
+    connect = page.wait_for_selector("[data-testid=connect-mcpnotes]")
+    _shot(page, "11-mcp-connect-button")
+
+    with page.expect_popup() as popup_info:
+        connect.click()
+    consent = popup_info.value
+    consent.wait_for_selector("text=MCP notes authorization server (local)")
+    consent.fill("input[name=sub]", "bob@mcp.example")
+    _shot(consent, "12-mcp-authorization-server-consent")
+    consent.click("button[value=approve]")
+    consent.wait_for_selector("text=MCP notes (local) is connected")
+    consent.close()
+
+    page.click("[data-testid=retry]")
+    page.wait_for_selector(".msg.assistant >> text=/From the MCP server mcpnotes/")
+    _shot(page, "13-mcp-answer")
+
+    before = _mcp_writes(stack)["writes"]
+    page.fill("#message", "add an MCP note titled Browser MCP saying hello from Chromium")
+    page.click("#send")
+    card = page.wait_for_selector("[data-testid=approval-card]")
+    _shot(page, "14-mcp-approval-card")
+    assert "Browser MCP" in card.inner_text()
+    assert "hello from Chromium" in card.inner_text()
+    assert _mcp_writes(stack)["writes"] == before, "nothing ran before approval"
+    page.click("[data-testid=approve]")
+    page.wait_for_selector(".msg.assistant >> text=/Done/")
+    _shot(page, "15-mcp-approved-and-done")
+    assert _mcp_writes(stack) == {"writes": before + 1, "write_attempts": before + 1}
     context.close()  # type: ignore[attr-defined]

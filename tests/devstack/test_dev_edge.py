@@ -346,6 +346,42 @@ def test_browser_route_without_a_session_post_redirects_to_sign_in(
     assert not router.hits
 
 
+def test_the_client_metadata_document_is_served_without_a_session(
+    client: TestClient, router: HostRouter
+) -> None:
+    """MCP authorization servers fetch the binder's Client ID Metadata Document with no
+    session: the one /oauth2/ request the edge passes unauthenticated, as the ALB's rule."""
+    response = client.get("/oauth2/client-metadata.json", headers={"x-amzn-oidc-data": "forged"})
+    assert response.status_code == 200
+    seen = response.json()
+    assert (seen["service"], seen["method"], seen["path"]) == (
+        "binder",
+        "GET",
+        "/oauth2/client-metadata.json",
+    )
+    assert not [k for k, _ in seen["headers"] if k.startswith("x-amzn-oidc-")]
+    assert router.hits == Counter({BINDER_HOST: 1})
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/oauth2/client-metadata.json"),
+        ("HEAD", "/oauth2/client-metadata.json"),
+        ("GET", "/oauth2/client-metadata.json/x"),
+        ("GET", "/oauth2/client-metadata.jsonx"),
+        ("GET", "/oauth2/connections"),
+    ],
+)
+def test_nothing_else_under_oauth2_is_served_without_a_session(
+    client: TestClient, router: HostRouter, method: str, path: str
+) -> None:
+    response = client.request(method, path)
+    assert response.status_code == 302
+    assert urlsplit(response.headers["location"]).path == "/_edge/login"
+    assert not router.hits
+
+
 def test_an_unknown_session_cookie_is_no_session(client: TestClient) -> None:
     response = client.get("/", headers=as_user("not-a-session"))
     assert response.status_code == 302

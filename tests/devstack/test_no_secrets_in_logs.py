@@ -3,14 +3,15 @@
 The stack is started exactly as `make dev` starts it (`python -m devstack`), and the story is
 walked over HTTP as a browser and the agent would (no browser needed): sign-in at the dev edge,
 a chat turn and a token request that answer `consent_required`, the consent link, consent at
-the provider, the callback, a token issued by the binder, a chat turn that uses it, disconnect.
+the provider, the callback, a token issued by the binder, a chat turn that uses it, the local MCP
+server's consent at its authorization server and a turn that lists its notes, disconnect.
 Every secret seen on the way is captured: the password, the edge's session cookie, the Cognito
 tokens moto issued (the edge session's included), the authorization session id, `state`,
 `nonce`, the PKCE challenge and verifier, the authorization code, the provider's access and
-refresh tokens, the provider client secret. After the stack stopped (so every line is flushed),
-no log file written by any of its processes may hold any of them, nor anything shaped like a
-JWT (the provider's ID token, which the binder validates and never stores, among them) or an
-OAuth parameter with its value.
+refresh tokens, the MCP server's access and refresh tokens, the provider client secret. After
+the stack stopped (so every line is flushed), no log file written by any of its processes may
+hold any of them, nor anything shaped like a JWT (the provider's ID token, which the binder
+validates and never stores, among them) or an OAuth parameter with its value.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PROVIDER = "demo"
 VAULT_PREFIX = "agent-token-vault/"
 # Every process `make dev` starts writes one log file named after it.
-PROCESSES = {"moto", "provider", "notes", "binder", "agent", "edge"}
+PROCESSES = {"moto", "provider", "notes", "mcp-auth", "mcp", "binder", "agent", "edge"}
+MCP_PROVIDER = "mcpnotes"
 # Anything shaped like a secret, whatever its value: a JWT, or an OAuth/PKCE parameter with a
 # value in a URL, a form or a JSON log field.
 SECRET_SHAPES = re.compile(
@@ -108,6 +110,12 @@ def _query(url: str) -> dict[str, str]:
     return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
 
 
+def _vault_entries(sm: Any, provider: str) -> list[dict[str, Any]]:
+    """The vault's records of one provider (`{prefix}{provider}/{user}`)."""
+    entries: list[dict[str, Any]] = sm.list_secrets()["SecretList"]
+    return [s for s in entries if s["Name"].startswith(f"{VAULT_PREFIX}{provider}/")]
+
+
 def _walk_the_story(stack: Stack, found: Secrets) -> None:
     from devstack.__main__ import USERS
 
@@ -142,7 +150,10 @@ def _walk_the_story(stack: Stack, found: Secrets) -> None:
         ask = {"message": f"who am I on {PROVIDER}?", "history": []}
         first = browser.post("/app/chat", json=ask)
         assert first.status_code == 200, first.text
-        (needed,) = first.json()["authorization_required"]
+        # Each turn also lists the local MCP server's tools: it asks for its consent too.
+        needs = {n["provider"]: n for n in first.json()["authorization_required"]}
+        assert set(needs) == {PROVIDER, MCP_PROVIDER}, needs
+        needed = needs[PROVIDER]
         # The same token request, made at the binder's internal API as the agent makes it.
         bearer = {"authorization": f"Bearer {access_token}"}
         request = {"provider": PROVIDER, "scopes": ["openid", "profile"]}
@@ -180,9 +191,7 @@ def _walk_the_story(stack: Stack, found: Secrets) -> None:
         assert "Local OIDC provider is connected" in done.text
 
         # The vault holds the provider's tokens; the binder issues the access token.
-        (vault_entry,) = [
-            s for s in sm.list_secrets()["SecretList"] if s["Name"].startswith(VAULT_PREFIX)
-        ]
+        (vault_entry,) = _vault_entries(sm, PROVIDER)
         record = json.loads(sm.get_secret_value(SecretId=vault_entry["ARN"])["SecretString"])
         found.add("provider access token", record.get("access_token"))
         found.add("provider refresh token", record.get("refresh_token"))
@@ -194,15 +203,45 @@ def _walk_the_story(stack: Stack, found: Secrets) -> None:
         # A chat turn that uses the token (the agent calls the provider's userinfo).
         answer = browser.post("/app/chat", json=ask)
         assert answer.status_code == 200, answer.text
-        assert answer.json()["authorization_required"] == []
+        assert [n["provider"] for n in answer.json()["authorization_required"]] == [MCP_PROVIDER]
         assert "You are alice" in answer.json()["reply"]
+
+        # The MCP server's consent: through the edge to its authorization server's form.
+        to_mcp_auth = browser.get(needs[MCP_PROVIDER]["authorization_url"])
+        assert to_mcp_auth.status_code == 302, to_mcp_auth.text
+        location = to_mcp_auth.headers["location"]
+        params = _query(location)
+        found.add("state", params["state"])
+        found.add("PKCE challenge", params["code_challenge"])
+        form = provider.get(location)
+        assert form.status_code == 200, form.text
+        request_id = re.search(r'name="request_id" value="([^"]+)"', form.text)
+        assert request_id
+        approved = provider.post(
+            location.split("/authorize?")[0] + "/authorize/decide",
+            data={
+                "request_id": request_id.group(1),
+                "sub": "alice@mcp.example",
+                "decision": "approve",
+            },
+        )
+        assert approved.status_code == 302, approved.text
+        found.add("authorization code", _query(approved.headers["location"])["code"])
+        assert browser.get(approved.headers["location"]).status_code == 200
+        (mcp_entry,) = _vault_entries(sm, MCP_PROVIDER)
+        record = json.loads(sm.get_secret_value(SecretId=mcp_entry["ARN"])["SecretString"])
+        found.add("MCP access token", record.get("access_token"))
+        found.add("MCP refresh token", record.get("refresh_token"))
+        listed = browser.post(
+            "/app/chat", json={"message": "what's on my MCP notes?", "history": []}
+        )
+        assert listed.status_code == 200, listed.text
+        assert "From the MCP server" in listed.json()["reply"]
 
         # Disconnect from the connections page.
         gone = browser.post(f"/oauth2/connections/{PROVIDER}/disconnect")
         assert gone.status_code == 303, gone.text
-        assert not [
-            s for s in sm.list_secrets()["SecretList"] if s["Name"].startswith(VAULT_PREFIX)
-        ]
+        assert not _vault_entries(sm, PROVIDER)
         for kind, tokens in _cognito_tokens(stack).items():
             found.add(f"Cognito {kind.removesuffix('s').replace('_', ' ')}", *tokens)
 
@@ -226,6 +265,8 @@ def test_a_full_local_flow_leaves_no_secret_in_any_log(stack: Stack) -> None:
         "authorization code",
         "provider access token",
         "provider refresh token",
+        "MCP access token",
+        "MCP refresh token",
         "Cognito access token",
         "Cognito refresh token",
         "Cognito id token",

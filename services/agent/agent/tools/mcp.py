@@ -258,22 +258,40 @@ async def _probe_caller(
     raise ToolError("unavailable", "the probe tool is never called")
 
 
+_ADD_MCP_NOTE: Final = r"\b(?:add|create|make|write)\s+(?:an?\s+)?(?:new\s+)?mcp\s+note\b"
+
+
 def _build(context: ToolContext) -> Sequence[Tool]:
     """No tools from the settings: MCP tools are listed per user (mcp_toolbox.py). The probe
-    (registration check) gets one stand-in, so that the phrases below are checked."""
+    (registration check) gets one stand-in per phrase, so that the phrases below are checked."""
     if not context.probe:
         return []
     probe = McpServer(name="probe", url="https://probe.invalid/mcp")
-    listed = mcp_types.Tool(
-        name="list_notes",
-        description="probe",
-        input_schema={"type": "object", "properties": {}},
-        annotations=mcp_types.ToolAnnotations(read_only_hint=True),
+    listed = (
+        mcp_types.Tool(
+            name="list_notes",
+            description="probe",
+            input_schema={"type": "object", "properties": {}},
+            annotations=mcp_types.ToolAnnotations(read_only_hint=True),
+        ),
+        mcp_types.Tool(
+            name="add_note",
+            description="probe",
+            input_schema={
+                "type": "object",
+                "properties": {"title": {"type": "string"}, "body": {"type": "string"}},
+                "required": ["title", "body"],
+            },
+            annotations=mcp_types.ToolAnnotations(read_only_hint=False),
+        ),
     )
-    tool = adapt_tool(probe, listed, _probe_caller)
-    if not isinstance(tool, McpTool):
-        raise ValueError(f"the probe MCP tool was refused: {tool}")
-    return [tool]
+    tools: list[Tool] = []
+    for remote in listed:
+        tool = adapt_tool(probe, remote, _probe_caller)
+        if not isinstance(tool, McpTool):
+            raise ValueError(f"the probe MCP tool was refused: {tool}")
+        tools.append(tool)
+    return tools
 
 
 FAMILY = ToolFamily(
@@ -292,6 +310,31 @@ FAMILY = ToolFamily(
             ),
             example='"what\'s on my MCP notes"',
             reply=_text_reply,
+        ),
+        ToolPhrases(
+            tool=f"*{SEPARATOR}add_note",
+            phrases=(
+                # "add an MCP note titled Groceries saying milk" / 'add an MCP note "Groceries":
+                # milk', as the notes API's phrase (notes.py) with "MCP" before "note". Only the
+                # message's first occurrence is tried (atomic group: linear in its length).
+                Phrase(
+                    pattern=r"(?s)\A(?>.*?" + _ADD_MCP_NOTE + r")\s*"
+                    r"(?:(?:titled|called|named)\s*:?\s*)?"
+                    r"(?:[\"\u201c](?P<title>[^\"\u201d]+)[\"\u201d]|(?P<title__2>[^\n]+?))"
+                    r"(?:\s*(?:\bsaying\b|\bthat\s+says\b|:)\s*(?P<body>.*?))?\s*\Z",
+                    priority=85,
+                    keep_lines=True,
+                    unquote=("title",),
+                    defaults={"body": ""},
+                ),
+                Phrase(
+                    pattern=_ADD_MCP_NOTE,
+                    priority=84,
+                    hint="To add an MCP note, say: add an MCP note titled Title saying the text.",
+                ),
+            ),
+            example='"add an MCP note titled Title saying text"',
+            reply=None,
         ),
     ),
 )
