@@ -206,8 +206,8 @@ def run(args: argparse.Namespace) -> int:
                 _env(PYTHONPATH=str(ROOT)),
                 f"{base}:{ports['mcp']}/healthz",
             )
-            # No client id: the binder registers by its client metadata document where its
-            # PUBLIC_BASE_URL is https, else (the local stack, http) by dynamic registration.
+            # No client id: the binder is known by its client metadata document (served by the
+            # edge without sign-in; http on loopback here), else by dynamic registration.
             providers_extra.append(mcp_server.mcp_provider_entry(mcp_url))
         ready()
         local = aws.bootstrap(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import secrets
 import time
@@ -33,6 +34,7 @@ from binder.oauth import (
     revocation_needs_client_secret,
 )
 from binder.providers.registry import ProviderRegistry
+from binder.providers.schema import ProviderConfigError
 from binder.providers.spec import PUBLIC_CLIENT, ProviderSpec, request_scopes
 from binder.sessions import (
     AUTHORIZING,
@@ -47,6 +49,8 @@ from binder.sessions import (
 )
 from binder.vault import ACTIVE, REAUTHORIZATION_REQUIRED, TokenRecord, Vault, VaultUnavailable
 from svc_common.identity import VerifiedUser
+
+_log = logging.getLogger("binder.broker")
 
 MAX_RETURN_URL_LENGTH = 2048
 _RETURN_URL_CHARS = re.compile(r"[\x21-\x5b\x5d-\x7e]+")
@@ -191,7 +195,13 @@ class Broker:
             return await self._registry.get(name, self._http)
         except KeyError:
             raise
-        except Exception:
+        except ProviderConfigError as exc:
+            # Its message names the provider and the problem (no S256, an issuer that differs,
+            # ...) and never a value or a response body: operators need it, callers get 502.
+            _log.warning("provider discovery refused: %s", exc)
+            raise Unavailable("provider_discovery", status=502) from None
+        except Exception as exc:
+            _log.warning("provider discovery failed for %s: %s", name, type(exc).__name__)
             raise Unavailable("provider_discovery", status=502) from None
 
     def checked_return_url(self, url: object) -> str:

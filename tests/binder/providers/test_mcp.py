@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -282,13 +283,23 @@ def test_no_metadata_document_without_mcp_providers(binder: Harness) -> None:
     assert binder.client.get(f"{PUBLIC}/oauth2/client-metadata.json").status_code == 404
 
 
-def test_a_failing_discovery_is_a_502_naming_nothing(aws: dict[str, Any], cognito: Cognito) -> None:
+def test_a_failing_discovery_is_a_502_naming_nothing(
+    aws: dict[str, Any], cognito: Cognito, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The caller learns only that discovery failed; the operator's log says why."""
     auth = FakeAuthServer(issuer=AS, s256=False)
     server = FakeMcpServer(origin="https://mcp-a.test", auth=auth)
-    with mcp_binder(aws, cognito, auth, server) as h:
+    with (
+        caplog.at_level(logging.WARNING, logger="binder.broker"),
+        mcp_binder(aws, cognito, auth, server) as h,
+    ):
         answer = h.request_token(cognito.token("alice"), provider="mcp-a", scopes=[])
         assert answer.status_code == 502
         assert answer.json()["code"] == "provider_discovery"
+        assert "S256" not in answer.text
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "binder.broker"]
+    assert "provider discovery refused: provider 'mcp-a'" in line
+    assert "S256" in line
 
 
 @pytest.mark.parametrize(

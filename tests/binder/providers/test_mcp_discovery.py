@@ -56,15 +56,21 @@ def http_for(auth: FakeAuthServer, *mcps: FakeMcpServer) -> httpx2.AsyncClient:
 
 
 async def resolve(
-    mcp: FakeMcpServer, registrations: ClientRegistrations | None = None, **entry: Any
+    mcp: FakeMcpServer,
+    registrations: ClientRegistrations | None = None,
+    *,
+    base: str = BASE,
+    loopback: bool = False,
+    **entry: Any,
 ) -> ProviderSpec:
     parsed = parse_entry({"name": "tools", "kind": "mcp", "url": mcp.url, **entry})
     async with http_for(mcp.auth, mcp) as http:
         context = ResolveContext(
             http=http,
-            public_base_url=BASE,
-            redirect_uris=(f"{BASE}/oauth2/callback/tools",),
+            public_base_url=base,
+            redirect_uris=(f"{base}/oauth2/callback/tools",),
             registrations=registrations,
+            allow_insecure_loopback=loopback,
         )
         return await discover(parsed, context)
 
@@ -153,6 +159,27 @@ async def test_a_metadata_document_comes_before_registration() -> None:
     assert spec.client_id == f"{BASE}/oauth2/client-metadata.json"
     assert spec.token_endpoint_auth_method == "none"
     assert auth.registrations == []
+
+
+@pytest.mark.parametrize(
+    ("base", "loopback", "document"),
+    [
+        ("http://127.0.0.1:8000", True, True),  # the local stack's edge
+        ("http://127.0.0.1:8000", False, False),
+        ("http://agents.internal", True, False),  # http beyond loopback: never
+    ],
+)
+async def test_a_metadata_document_needs_a_base_url_like_every_other_url(
+    base: str, loopback: bool, document: bool
+) -> None:
+    """https, or http on loopback in the local stack: else the server registers the binder."""
+    _auth, mcp = servers(cimd=True, dcr=False)
+    if document:
+        spec = await resolve(mcp, base=base, loopback=loopback)
+        assert spec.client_id == f"{base}/oauth2/client-metadata.json"
+    else:
+        with pytest.raises(ProviderDiscoveryError, match="neither client metadata documents nor"):
+            await resolve(mcp, base=base, loopback=loopback)
 
 
 async def test_no_way_to_get_a_client_is_refused() -> None:

@@ -162,6 +162,18 @@ async def discover(entry: ProviderEntry, context: ResolveContext) -> ProviderSpe
     return KIND.spec(entry, BuildContext(allow_insecure_loopback=loopback, document=document))
 
 
+def _publishable(base: str, *, allow_insecure_loopback: bool) -> bool:
+    """Whether the binder's document can be served at `base`: https, or http on loopback in the
+    local stack (the same rule as every other URL of a provider entry)."""
+    try:
+        check_url(
+            "binder", "PUBLIC_BASE_URL", base, allow_insecure_loopback=allow_insecure_loopback
+        )
+    except ProviderConfigError:
+        return False
+    return True
+
+
 async def choose_client(
     entry: ProviderEntry, metadata: Mapping[str, Any], context: ResolveContext, issuer: str
 ) -> dict[str, Any]:
@@ -175,8 +187,8 @@ async def choose_client(
             "token_endpoint_auth_method": method,
         }
     base = context.public_base_url
-    if metadata.get("client_id_metadata_document_supported") is True and base.startswith(
-        "https://"
+    if metadata.get("client_id_metadata_document_supported") is True and _publishable(
+        base, allow_insecure_loopback=context.allow_insecure_loopback
     ):
         return {
             "client_id": client_metadata_url(base),
