@@ -217,6 +217,32 @@ def atomic_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def atomic_secretsmanager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Secrets Manager's writes, one at a time, as the service applies them.
+
+    moto checks that a name is free (CreateSecret) or that a version still holds a label
+    (UpdateSecretVersionStage) and then writes without a lock, so two threads can both win a
+    claim that AWS gives to one. Tests of concurrent claims use this, or they would test moto's
+    race instead of ours."""
+    from moto.secretsmanager.models import SecretsManagerBackend
+
+    lock = threading.RLock()
+    for name in (
+        "create_secret",
+        "put_secret_value",
+        "update_secret_version_stage",
+        "get_secret_value",
+    ):
+        original = getattr(SecretsManagerBackend, name)
+
+        def serialized(*args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return __original(*args, **kwargs)
+
+        monkeypatch.setattr(SecretsManagerBackend, name, functools.wraps(original)(serialized))
+
+
+@pytest.fixture
 def cognito() -> Cognito:
     return Cognito()
 

@@ -188,6 +188,7 @@ async def test_no_way_to_get_a_client_is_refused() -> None:
         await resolve(mcp)
 
 
+@pytest.mark.usefixtures("atomic_secretsmanager")
 async def test_registration_happens_once_under_concurrency_and_survives_a_restart(
     vault: Vault,
 ) -> None:
