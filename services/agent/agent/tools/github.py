@@ -26,7 +26,7 @@ from agent.tools.http import (
 from agent.tools.oidc import identity_phrases
 from agent.tools.registry import ToolFamily
 from agent.tools.replies import first_str, list_reply
-from agent.tools.schema import check_title_and_body, invalid
+from agent.tools.schema import check_title_and_body, invalid, limit_argument
 
 GITHUB_API: Final = "https://api.github.com"
 GITHUB_API_VERSION: Final = "2022-11-28"
@@ -110,13 +110,7 @@ class GithubListRepositories(BaseTool):
             input_schema={
                 "type": "object",
                 "properties": {
-                    "limit": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": 50,
-                        "default": 10,
-                        "description": "How many repositories to return (1-50, default 10).",
-                    },
+                    "limit": limit_argument("repositories", maximum=50, default=10),
                     "visibility": {
                         "type": "string",
                         "enum": ["all", "public", "private"],

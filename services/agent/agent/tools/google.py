@@ -17,6 +17,7 @@ from agent.tools.base import Phrase, Tool, ToolContext, ToolPhrases, ToolSpec
 from agent.tools.http import Api, BaseTool, as_mapping, check_base_url, clip, shape_error
 from agent.tools.registry import ToolFamily
 from agent.tools.replies import first_str, list_reply
+from agent.tools.schema import limit_argument
 
 GOOGLE_API: Final = "https://www.googleapis.com"
 
@@ -50,13 +51,7 @@ class GoogleCalendarUpcoming(BaseTool):
             input_schema={
                 "type": "object",
                 "properties": {
-                    "limit": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": 25,
-                        "default": 10,
-                        "description": "How many events to return (1-25, default 10).",
-                    },
+                    "limit": limit_argument("events", maximum=25, default=10),
                 },
                 "additionalProperties": False,
             },

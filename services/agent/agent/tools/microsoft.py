@@ -16,6 +16,7 @@ from agent.tools.http import Api, BaseTool, as_mapping, check_base_url, clip, sh
 from agent.tools.oidc import identity_phrases
 from agent.tools.registry import ToolFamily
 from agent.tools.replies import first_str, list_reply
+from agent.tools.schema import limit_argument
 
 GRAPH_API: Final = "https://graph.microsoft.com"
 
@@ -90,13 +91,7 @@ class MicrosoftMailSubjects(BaseTool):
             input_schema={
                 "type": "object",
                 "properties": {
-                    "limit": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": 25,
-                        "default": 10,
-                        "description": "How many messages to return (1-25, default 10).",
-                    },
+                    "limit": limit_argument("messages", maximum=25, default=10),
                 },
                 "additionalProperties": False,
             },

@@ -17,7 +17,7 @@ from agent.tools.base import Phrase, Tool, ToolContext, ToolPhrases, ToolSpec
 from agent.tools.http import Api, BaseTool, as_int, as_mapping, check_base_url, clip, shape_error
 from agent.tools.registry import ToolFamily
 from agent.tools.replies import first_str, list_reply
-from agent.tools.schema import check_title_and_body
+from agent.tools.schema import check_title_and_body, limit_argument
 
 # The notes server's scope: one grant reads and writes; each write still needs the user's
 # approval at the binder.
@@ -59,13 +59,7 @@ class NotesList(BaseTool):
             input_schema={
                 "type": "object",
                 "properties": {
-                    "limit": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": 50,
-                        "default": 20,
-                        "description": "How many notes to return (1-50, default 20).",
-                    },
+                    "limit": limit_argument("notes", maximum=50, default=20),
                 },
                 "additionalProperties": False,
             },

@@ -56,6 +56,17 @@ def _label(name: str) -> str:
     return json.dumps(name[:64])
 
 
+def limit_argument(items: str, *, maximum: int, default: int) -> dict[str, Any]:
+    """The ``limit`` property of a listing tool: how many `items`, 1 to `maximum`."""
+    return {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": maximum,
+        "default": default,
+        "description": f"How many {items} to return (1-{maximum}, default {default}).",
+    }
+
+
 _ECMA_GROUPS = ("(?:", "(?=", "(?!", "(?<=", "(?<!")
 
 
