@@ -102,6 +102,7 @@ class Services:
     # The transport the MCP client opened itself (None: it shares the one passed in, whose
     # client closes it).
     mcp_transport: httpx2.AsyncBaseTransport | None = None
+    mcp: McpToolbox | None = None
 
 
 def build_model(settings: Settings) -> Model:
@@ -185,6 +186,7 @@ def build_services(
         http=http,
         providers=ProviderNames(offered, binder),
         mcp_transport=mcp_transport,
+        mcp=mcp,
     )
 
 
@@ -377,6 +379,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await svc.verifier.preload()
+        if svc.mcp is not None:
+            svc.mcp.start_loading()
         try:
             yield
         finally:

@@ -14,6 +14,11 @@ client made for that one session, so what it sends is under this module's contro
 - every failure becomes an ``McpFailure`` with a fixed-text message for the user (kind:
   unreachable, timeout, too_large, unauthorized, server_error, protocol_error), never an
   SDK exception, a stack trace or the token.
+
+The SDK is imported on first use, not with this module: importing it costs about a second of
+CPU, which would double the agent's start (bench/mcp_bench.py). ``load_sdk`` imports it; the
+agent runs it in a worker thread at start and before its first listing (mcp_toolbox.py), so
+the event loop never waits for the import.
 """
 
 from __future__ import annotations
@@ -22,18 +27,18 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import httpx2
-import mcp_types
-from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPError
 
 from agent.settings import McpServer
 from agent.text import redact
 from agent.tools.base import upstream_status
+
+if TYPE_CHECKING:
+    import mcp_types
+    from mcp.client.session import ClientSession
 
 logger = logging.getLogger("agent.mcp")
 
@@ -42,6 +47,14 @@ MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024  # one HTTP answer of an MCP server,
 MAX_LIST_PAGES: Final = 8  # tools/list pages read per listing
 MAX_LISTED_TOOLS: Final = 1024  # tools read per listing (more are counted as "more")
 _T = TypeVar("_T")
+
+
+def load_sdk() -> None:
+    """Import the MCP SDK (idempotent; thread-safe through the import lock)."""
+    import mcp.client.session
+    import mcp.client.streamable_http
+    import mcp.shared.exceptions  # noqa: F401
+    import mcp_types  # noqa: F401
 
 
 class McpFailure(Exception):
@@ -152,6 +165,7 @@ class McpClient:
 
     async def list_tools(self, server: McpServer, token: str) -> Listing:
         """``initialize`` then ``tools/list`` (at most MAX_LIST_PAGES pages, MAX_LISTED_TOOLS)."""
+        import mcp_types
 
         async def listing(session: ClientSession) -> Listing:
             tools: list[mcp_types.Tool] = []
@@ -174,6 +188,7 @@ class McpClient:
 
         Sent with ``send_request``: ``ClientSession.call_tool`` first lists every tool again to
         check structured output against its schema, and the agent uses text content only."""
+        import mcp_types
 
         async def call(session: ClientSession) -> mcp_types.CallToolResult:
             request = mcp_types.CallToolRequest(
@@ -189,6 +204,9 @@ class McpClient:
     async def _session(
         self, server: McpServer, token: str, record: _Record
     ) -> AsyncIterator[ClientSession]:
+        from mcp.client.session import ClientSession
+        from mcp.client.streamable_http import streamable_http_client
+
         headers = {
             "authorization": f"Bearer {token}",
             "accept-encoding": "identity",
@@ -256,6 +274,8 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 def _classify(server: McpServer, record: _Record, exc: Exception, token: str) -> McpFailure:
     """A fixed-text failure: the transport's record first, then the SDK's exception."""
+    from mcp.shared.exceptions import MCPError
+
     name = server.name
     leaves = _leaves(exc)
     if record.failure in ("too_large", "compressed"):

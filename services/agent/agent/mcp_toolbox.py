@@ -7,11 +7,15 @@ the listing adapted (tools/mcp.py). The adapted tools are kept per (user, server
 seconds in a bounded LRU cache, so a conversation lists each server about once a minute;
 failures are not kept. Every failure becomes a notice for the reply, never an exception: a
 server that is down costs the user its tools for that turn, nothing else.
+
+The MCP SDK is imported in a worker thread (``start_loading`` at the agent's start, and before
+the first listing if that has not finished), never on the event loop: it takes about a second.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from agent.binder_client import BinderClient, BinderRefused, BinderUnavailable, ConsentNeeded
-from agent.mcp_client import McpClient, McpFailure
+from agent.mcp_client import McpClient, McpFailure, load_sdk
 from agent.settings import McpServer
 from agent.tools.mcp import McpTool, adapt_listing
 
@@ -68,6 +72,22 @@ class McpToolbox:
         self._clock = clock
         self._cache: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self.listings = 0  # tools/list sessions opened (for tests and the bench)
+        self._sdk_loaded = threading.Event()
+
+    def _load_sdk(self) -> None:
+        load_sdk()
+        self._sdk_loaded.set()
+
+    def start_loading(self) -> None:
+        """Import the SDK in the background; the agent serves meanwhile."""
+        if not self._sdk_loaded.is_set():
+            threading.Thread(target=self._background_load, name="mcp-sdk", daemon=True).start()
+
+    def _background_load(self) -> None:
+        try:
+            self._load_sdk()
+        except Exception as exc:  # retried (and reported per server) at the first listing
+            logger.warning("mcp sdk import failed", extra={"fields": {"error": type(exc).__name__}})
 
     def server(self, provider: str) -> McpServer | None:
         return next((s for s in self.servers if s.name == provider), None)
@@ -75,6 +95,8 @@ class McpToolbox:
     async def discover(self, *, user_hash: str, user_token: str, request_id: str) -> Discovery:
         """Every server's tools for this user (see the module doc); never raises."""
         found: dict[str, tuple[Sequence[McpTool], Sequence[str], ConsentNeeded | None]] = {}
+        if not self._sdk_loaded.is_set():
+            await anyio.to_thread.run_sync(self._load_sdk)
 
         async def one(server: McpServer) -> None:
             try:

@@ -30,10 +30,10 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import httpx2
-import mcp_types
 
 from agent.mcp_client import McpFailure
 from agent.settings import McpServer
@@ -41,6 +41,9 @@ from agent.text import clean_untrusted, redact
 from agent.tools.base import Phrase, Tool, ToolContext, ToolError, ToolPhrases, ToolSpec
 from agent.tools.registry import TOOL_NAME_RE, ToolFamily
 from agent.tools.schema import check_input_schema, validate_arguments
+
+if TYPE_CHECKING:  # the SDK is imported on first use (mcp_client.py)
+    import mcp_types
 
 logger = logging.getLogger("agent.mcp")
 
@@ -54,7 +57,29 @@ SEPARATOR: Final = "__"
 _UNSAFE: Final = re.compile(r"[^a-z0-9_]")
 
 # Calls a tool on a server with a token: McpClient.call_tool.
-Caller = Callable[[McpServer, str, dict[str, Any], str], Awaitable[mcp_types.CallToolResult]]
+Caller = Callable[[McpServer, str, dict[str, Any], str], Awaitable["mcp_types.CallToolResult"]]
+
+
+class RemoteAnnotations(Protocol):
+    @property
+    def read_only_hint(self) -> bool | None: ...
+
+
+class RemoteTool(Protocol):
+    """What ``adapt_tool`` reads of a listed tool: ``mcp_types.Tool`` has it, and so does the
+    registration probe's stand-in, which this module builds without importing the SDK."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def title(self) -> str | None: ...
+    @property
+    def description(self) -> str | None: ...
+    @property
+    def input_schema(self) -> dict[str, Any]: ...
+    @property
+    def annotations(self) -> RemoteAnnotations | None: ...
+
 
 # McpFailure kinds -> ToolError kinds (chat.py and the planner know these).
 _KINDS: Final = {
@@ -113,9 +138,10 @@ def shape_result(
     omitted: Counter[str] = Counter()
     budget = MAX_RESULT_BYTES * 4  # characters gathered before cleaning (bounded work)
     for block in result.content[:1000]:
-        if isinstance(block, mcp_types.TextContent):
+        block_text = getattr(block, "text", None)
+        if getattr(block, "type", None) == "text" and isinstance(block_text, str):
             if budget > 0:
-                texts.append(block.text[:budget])
+                texts.append(block_text[:budget])
                 budget -= len(texts[-1])
         else:
             omitted[str(getattr(block, "type", "other"))[:32]] += 1
@@ -154,7 +180,7 @@ def _clean_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
-def adapt_tool(server: McpServer, tool: mcp_types.Tool, caller: Caller) -> McpTool | str:
+def adapt_tool(server: McpServer, tool: RemoteTool, caller: Caller) -> McpTool | str:
     """The tool as the agent offers it, or why it is skipped."""
     remote = tool.name
     if not 1 <= len(remote) <= MAX_REMOTE_NAME or any(ord(c) < 0x21 for c in remote):
@@ -195,7 +221,7 @@ def adapt_tool(server: McpServer, tool: mcp_types.Tool, caller: Caller) -> McpTo
 
 def adapt_listing(
     server: McpServer,
-    tools: Sequence[mcp_types.Tool],
+    tools: Sequence[RemoteTool],
     caller: Caller,
     *,
     reserved: Collection[str],
@@ -258,6 +284,20 @@ async def _probe_caller(
     raise ToolError("unavailable", "the probe tool is never called")
 
 
+@dataclass(frozen=True)
+class _ProbeAnnotations:
+    read_only_hint: bool | None
+
+
+@dataclass(frozen=True)
+class _ProbeTool:
+    name: str
+    input_schema: dict[str, Any]
+    annotations: _ProbeAnnotations | None
+    title: str | None = None
+    description: str | None = "probe"
+
+
 _ADD_MCP_NOTE: Final = r"\b(?:add|create|make|write)\s+(?:an?\s+)?(?:new\s+)?mcp\s+note\b"
 
 
@@ -268,21 +308,19 @@ def _build(context: ToolContext) -> Sequence[Tool]:
         return []
     probe = McpServer(name="probe", url="https://probe.invalid/mcp")
     listed = (
-        mcp_types.Tool(
+        _ProbeTool(
             name="list_notes",
-            description="probe",
             input_schema={"type": "object", "properties": {}},
-            annotations=mcp_types.ToolAnnotations(read_only_hint=True),
+            annotations=_ProbeAnnotations(read_only_hint=True),
         ),
-        mcp_types.Tool(
+        _ProbeTool(
             name="add_note",
-            description="probe",
             input_schema={
                 "type": "object",
                 "properties": {"title": {"type": "string"}, "body": {"type": "string"}},
                 "required": ["title", "body"],
             },
-            annotations=mcp_types.ToolAnnotations(read_only_hint=False),
+            annotations=_ProbeAnnotations(read_only_hint=False),
         ),
     )
     tools: list[Tool] = []
