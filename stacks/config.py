@@ -146,11 +146,12 @@ class ProviderConfig:
     @property
     def has_credentials(self) -> bool:
         """Whether the identity stack creates a client credentials secret for this provider:
-        every entry with a client id. An mcp entry may have none (its binder registers a client
-        through the binder's metadata document or dynamic registration, and keeps what it gets
-        in the vault), and then has no secret at all: a placeholder nobody may set would only
-        make the binder refuse the entry ("secret_arn is only allowed with client_id")."""
-        return bool(self.entry.client_id)
+        every entry with a client id, except an mcp entry's declared `public_client` (PKCE
+        only). An mcp entry may have no client id (its binder registers a client through the
+        binder's metadata document or dynamic registration, and keeps what it gets in the
+        vault), and then has no secret at all: a placeholder nobody may set would only make the
+        binder refuse the entry ("secret_arn is only allowed with client_id")."""
+        return bool(self.entry.client_id) and self.entry.options.get("public_client") is not True
 
     def binder_entry(self, secret_arn: str | None) -> dict[str, object]:
         """This provider as the binder's PROVIDERS entry (services/binder/README.md): with the

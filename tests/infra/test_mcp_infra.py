@@ -18,7 +18,9 @@ from typing import Any
 
 from agent.settings import parse_mcp_servers
 from binder.providers.registry import ProviderRegistry
+from binder.providers.schema import parse_entries
 from binder.vault import TAG_PROVIDER, TAG_USER_HASH
+from stacks.config import AppConfig
 from tests.infra.assembly import Synthesized
 from tests.infra.conftest import example_context
 
@@ -181,6 +183,23 @@ def _providers_json(synth: Synthesized) -> list[dict[str, Any]]:
     )
     entries: list[dict[str, Any]] = json.loads(text)
     return entries
+
+
+def test_a_declared_public_client_gets_no_secret_and_reaches_the_binder_as_public() -> None:
+    """A server that gave the operator a client id without a secret: no secret nobody could
+    fill is created, and the binder reads the entry as a public client (PKCE only)."""
+    entry = {"kind": "mcp", "url": "https://mcp.example.com/mcp", "client_id": "pre"}
+    context = {**example_context(), "providers": {"crm-tools": {**entry, "public_client": True}}}
+    (public,) = AppConfig.from_context(context.get).providers
+    assert not public.has_credentials
+    rendered = public.binder_entry("arn:aws:secretsmanager:us-east-1:1:secret:x-AbCdEf")
+    assert "secret_arn" not in rendered
+    assert rendered["public_client"] is True
+    (parsed,) = parse_entries(json.dumps([rendered]))
+    assert (parsed.client_id, parsed.secret_arn) == ("pre", None)
+    context["providers"] = {"crm-tools": entry}
+    (confidential,) = AppConfig.from_context(context.get).providers
+    assert confidential.has_credentials
 
 
 def test_the_binder_gets_the_mcp_entry_without_a_secret_and_parses_it(

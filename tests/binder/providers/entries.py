@@ -166,4 +166,11 @@ CASES: list[tuple[str, dict[str, Any], bool]] = [
     ("tools", {**MCP, "token_endpoint": "https://auth.example.com/token"}, False),
     ("tools", {**MCP, "scopes": ["a b"]}, False),
     ("tools", {**MCP, "kind": "MCP"}, False),
+    # a pre-registered public client (no secret: synth creates none and renders no ARN)
+    ("tools", {**MCP, "public_client": True}, True),
+    ("tools", {**MCP, "public_client": False}, True),
+    ("tools", {**MCP, "public_client": "yes"}, False),
+    ("tools", {**MCP, "public_client": 1}, False),
+    ("tools", {"kind": "mcp", "url": "https://mcp.example.com/mcp", "public_client": True}, False),
+    ("crm", {**OAUTH2, "public_client": True}, False),
 ]

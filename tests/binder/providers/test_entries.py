@@ -36,9 +36,13 @@ def example_context() -> dict[str, Any]:
 def binder_entry(name: str, context_entry: dict[str, Any]) -> dict[str, Any]:
     """The entry as the README says synth renders it: the key is the name, the kind defaults
     to the name, the app adds the secret ARN to an entry with a client id (an mcp entry may
-    have none, and then no secret), and an oidc userinfo_endpoint (the agent's) stays out."""
+    have none, and then no secret, or declare a public client, which has none), and an oidc
+    userinfo_endpoint (the agent's) stays out."""
     entry = {**context_entry, "name": name, "kind": context_entry.get("kind", name)}
-    if context_entry.get("client_id") is not None:
+    if (
+        context_entry.get("client_id") is not None
+        and context_entry.get("public_client") is not True
+    ):
         entry["secret_arn"] = ARN
     if entry["kind"] == "oidc":
         entry.pop("userinfo_endpoint", None)

@@ -12,14 +12,16 @@
   PRM's, which must equal the configured URL's canonical form) goes on the authorization
   request and on every token request, so tokens are bound to this server.
 - Client registration, in the spec's order: the entry's `client_id` (a secret at
-  `secret_arn`, else a public client); else the binder's Client ID Metadata Document
+  `secret_arn`, else a public client, which `public_client: true` declares so that the CDK app
+  creates no secret for it); else the binder's Client ID Metadata Document
   (`client_id` = `{PUBLIC_BASE_URL}/oauth2/client-metadata.json`) when the authorization
   server says `client_id_metadata_document_supported`; else Dynamic Client Registration
   (RFC 7591), once per issuer, kept in Secrets Manager (binder.registrations); else refused.
 - RFC 9207 `iss` on the callback when the server advertises it (the broker's check).
 
 Fields: `url` (required: the MCP endpoint), `scopes` (else the challenge's `scope`, else the
-PRM's `scopes_supported`). This module decides what to trust and stays on the standard library
+PRM's `scopes_supported`), `public_client` (true: the pre-registered `client_id` has no
+secret; PKCE only). This module decides what to trust and stays on the standard library
 (the CDK app parses entries at synth); binder.providers.mcp_discovery does the fetching.
 """
 
@@ -37,6 +39,8 @@ from binder.providers.schema import (
     ProviderKind,
     ResolveContext,
     check_url,
+    config_error,
+    flag_field,
     scope_problem,
     scopes_field,
     url_field,
@@ -246,10 +250,20 @@ async def resolve(entry: ProviderEntry, context: ResolveContext) -> ProviderSpec
     return await discover(entry, context)
 
 
+def check_entry(entry: ProviderEntry) -> None:
+    """`public_client: true` is a pre-registered client without a secret."""
+    if entry.options.get("public_client") is True:
+        if not entry.client_id:
+            raise config_error(entry.name, "public_client", "needs the client_id it describes")
+        if entry.secret_arn is not None:
+            raise config_error(entry.name, "secret_arn", "is not allowed with public_client")
+
+
 KIND = ProviderKind(
     name="mcp",
     display_name=None,
-    fields=(url_field("url", required=True), scopes_field()),
+    fields=(url_field("url", required=True), scopes_field(), flag_field("public_client")),
+    check_entry=check_entry,
     build=build,
     discovery_url=discovery_url,
     resolve=resolve,

@@ -255,6 +255,17 @@ def issuer_field() -> Field:
     return Field(name="issuer", check=check, required=True, is_url=True)
 
 
+def flag_field(name: str) -> Field:
+    """true or false (JSON booleans only: "yes" or 1 is a mistake, not a yes)."""
+
+    def check(provider: str, value: object, loopback: bool) -> bool:
+        if not isinstance(value, bool):
+            raise config_error(provider, name, "must be true or false")
+        return value
+
+    return Field(name=name, check=check)
+
+
 def scopes_field(name: str = "scopes") -> Field:
     """A list of scopes, deduplicated in order."""
 
@@ -310,6 +321,7 @@ class ProviderKind:
     resource, its authorization server, a client registration) declares `resolve` as well,
     which the registry calls instead; `discovery_url` then names where discovery starts.
     `client_id_required` False lets an entry leave the client id out (the kind registers one).
+    `check_entry` applies the kind's rules across fields to a parsed entry (ProviderConfigError).
     """
 
     name: str
@@ -319,6 +331,7 @@ class ProviderKind:
     discovery_url: Callable[[ProviderEntry], str] | None = None
     resolve: Callable[[ProviderEntry, ResolveContext], Awaitable[ProviderSpec]] | None = None
     client_id_required: bool = True
+    check_entry: Callable[[ProviderEntry], None] | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, where=f"provider kind {self.name!r}")
@@ -488,7 +501,7 @@ def parse_entry(
                 raise config_error(name, kind_field.name, "is required")
             continue
         options[kind_field.name] = kind_field.check(name, value, allow_insecure_loopback)
-    return ProviderEntry(
+    parsed = ProviderEntry(
         name=name,
         kind=kind_name,
         client_id=client_id,
@@ -497,6 +510,9 @@ def parse_entry(
         allowed_scopes=allowed_scopes,
         options=options,
     )
+    if kind.check_entry is not None:
+        kind.check_entry(parsed)
+    return parsed
 
 
 def parse_entries(text: str, *, allow_insecure_loopback: bool = False) -> tuple[ProviderEntry, ...]:
