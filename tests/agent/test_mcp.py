@@ -11,8 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -26,7 +31,7 @@ from agent.app import build_services, create_app
 from agent.binder_client import BinderClient
 from agent.chat import ChatResult, ChatService
 from agent.mcp_client import MAX_RESPONSE_BYTES, McpClient
-from agent.mcp_toolbox import McpToolbox
+from agent.mcp_toolbox import DOWN_SECONDS, McpToolbox
 from agent.planner import OfflinePlanner
 from agent.settings import McpServer, Settings, parse_mcp_servers
 from agent.tools.base import Execute, ModelReply, ToolOutcome, ToolSpec, Turn
@@ -36,6 +41,7 @@ from svc_common.identity import VerifiedUser
 from svc_common.settings import SettingsError
 from tests.agent.fake_binder import FakeBinder
 
+ROOT = Path(__file__).resolve().parents[2]
 USER_JWT = "user.cognito.jwt"
 NOTES = McpServer(name="mcpnotes", url="http://notes.mcp.test/mcp")
 OTHER = McpServer(name="mcp-other", url="http://other.mcp.test/mcp", scopes=("tools.read",))
@@ -420,6 +426,11 @@ async def test_an_approved_action_whose_server_is_down_does_not_run_and_stays_us
         assert refused.action_result["reason"] == "tool_unavailable"
         assert "could not be reached" in refused.reply
         s.net.down.clear()
+        # Inside the back-off window the server is not tried again; the action stays usable.
+        again = await s.turn(confirm=action.action_id)
+        assert again.action_result is not None
+        assert again.action_result["reason"] == "tool_unavailable"
+        s.clock[0] += DOWN_SECONDS + 1
         done = await s.turn(confirm=action.action_id)
     assert done.action_result is not None
     assert done.action_result["status"] == "succeeded"
@@ -581,6 +592,50 @@ async def test_a_server_that_does_not_answer_in_time_is_told_in_the_reply() -> N
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("failure", ["hung", "down"])
+async def test_a_server_that_does_not_answer_costs_one_timeout_per_window_not_one_per_turn(
+    failure: str,
+) -> None:
+    with anyio.fail_after(20):
+        async with stack(servers=(RAW, NOTES), timeout=0.5) as s:
+            s.raw.tools = [_tool("ping")]
+            if failure == "hung":
+                s.raw.delay = 2.0
+            else:
+                s.net.down.add("raw.mcp.test")
+            first = await s.turn(user="alice")
+            contacted = len(s.net.methods("raw.mcp.test"))
+            assert contacted >= 1
+            started = time.monotonic()
+            later = await s.turn(user="bob")  # another user, inside the window
+            assert time.monotonic() - started < 0.5  # no second timeout
+            assert len(s.net.methods("raw.mcp.test")) == contacted
+            for result in (first, later):
+                assert "The MCP server raw" in result.reply
+                assert "not available in this reply" in result.reply
+            assert "mcpnotes__list_notes" in _names(s.model.tools)
+            # After the window the server is tried again, and once it answers it is used.
+            s.raw.delay = 0.0
+            s.net.down.clear()
+            s.clock[0] += DOWN_SECONDS + 1
+            await s.turn(user="bob")
+            assert "raw__ping" in _names(s.model.tools)
+            assert s.net.methods("raw.mcp.test").count("tools/list") == 1
+
+
+@pytest.mark.anyio
+async def test_a_5xx_for_one_user_does_not_hide_the_server_from_the_next() -> None:
+    async with stack(servers=(RAW, NOTES)) as s:
+        s.raw.status = 500
+        s.raw.tools = [_tool("ping")]
+        first = await s.turn(user="alice")
+        assert "is failing (HTTP 500)" in first.reply
+        s.raw.status = 200
+        await s.turn(user="bob")
+        assert "raw__ping" in _names(s.model.tools)
+
+
+@pytest.mark.anyio
 async def test_malformed_tools_are_skipped_and_a_malformed_listing_is_told() -> None:
     def malformed(raw: RawServer) -> None:
         raw.tools = [
@@ -693,6 +748,25 @@ def test_the_chat_api_answers_200_with_a_notice_when_a_server_is_down() -> None:
 
 
 # ------------------------------------------------------------------------------ settings
+
+
+def test_the_agent_starts_without_importing_the_mcp_sdk() -> None:
+    """The SDK costs about a second of start (bench/mcp_bench.py); it is loaded after start."""
+    code = (
+        "import sys; from agent.app import create_app; import agent.tools.registry as r; "
+        "r.families(); print(sorted(m for m in sys.modules if m == 'mcp' or "
+        "m.startswith(('mcp.', 'mcp_types'))))"
+    )
+    paths = [str(ROOT / p) for p in ("services/common", "services/agent")]
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": os.pathsep.join(paths), "PATH": ""},
+        timeout=60,
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_mcp_servers_are_read_from_the_environment() -> None:

@@ -4,9 +4,13 @@ For each server of AGENT_MCP_SERVERS (concurrently): a token for the server's bi
 (``POST /internal/tokens``; ``consent_required`` is handed back for the chat's
 ``authorization_required`` item), then ``initialize`` + ``tools/list`` (mcp_client.py), then
 the listing adapted (tools/mcp.py). The adapted tools are kept per (user, server) for ``ttl``
-seconds in a bounded LRU cache, so a conversation lists each server about once a minute;
-failures are not kept. Every failure becomes a notice for the reply, never an exception: a
-server that is down costs the user its tools for that turn, nothing else.
+seconds in a bounded LRU cache, so a conversation lists each server about once a minute.
+Failures are not kept per user, with one exception: a server that could not be reached or did
+not answer in time is left alone by every user's turns for ``DOWN_SECONDS``, so that a hung
+server costs one timeout per window rather than one per turn (a 401 or a 5xx depends on the
+user's token or the request, so one user's failure never hides a server from the others).
+Every failure becomes a notice for the reply, never an exception: a server that is down costs
+the user its tools for that turn, nothing else.
 
 The MCP SDK is imported in a worker thread (``start_loading`` at the agent's start, and before
 the first listing if that has not finished), never on the event loop: it takes about a second.
@@ -32,6 +36,8 @@ logger = logging.getLogger("agent.mcp")
 
 LISTING_TTL_SECONDS = 60.0
 MAX_CACHED_LISTINGS = 1024
+DOWN_SECONDS = 15.0
+_DOWN_KINDS = frozenset({"unreachable", "timeout"})
 
 
 @dataclass
@@ -60,6 +66,7 @@ class McpToolbox:
         reserved: Collection[str] = (),
         ttl: float = LISTING_TTL_SECONDS,
         max_entries: int = MAX_CACHED_LISTINGS,
+        down_seconds: float = DOWN_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``reserved``: the built-in tools' names, which no MCP tool may take."""
@@ -68,6 +75,9 @@ class McpToolbox:
         self._client = client
         self._reserved = frozenset(reserved)
         self._ttl = ttl
+        self._down_seconds = down_seconds
+        # server name -> (when it failed, the notice): servers that did not answer (see doc).
+        self._down: dict[str, tuple[float, str]] = {}
         self._max_entries = max_entries
         self._clock = clock
         self._cache: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
@@ -139,6 +149,9 @@ class McpToolbox:
         if entry is not None and now - entry.stored_at < self._ttl:
             self._cache.move_to_end(key)
             return entry.tools, entry.notices, None
+        down = self._down.get(server.name)
+        if down is not None and now - down[0] < self._down_seconds:
+            return (), (down[1],), None
         try:
             grant = await self._binder.token(
                 user_token, provider=server.name, scopes=server.scopes, request_id=request_id
@@ -159,7 +172,11 @@ class McpToolbox:
         try:
             listing = await self._client.list_tools(server, grant.access_token)
         except McpFailure as exc:
-            return (), (f"{exc.message} Its tools are not available in this reply.",), None
+            notice = f"{exc.message} Its tools are not available in this reply."
+            if exc.kind in _DOWN_KINDS:
+                self._down[server.name] = (self._clock(), notice)
+            return (), (notice,), None
+        self._down.pop(server.name, None)
         tools, notices = adapt_listing(
             server,
             listing.tools,
