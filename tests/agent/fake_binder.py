@@ -3,7 +3,8 @@
 It keeps the contract the real binder keeps (services/binder, docs in the agent README):
 - `POST /internal/tokens` answers a token, `consent_required` or 503 (by `mode`); the token is
   the provider's own from `provider_tokens` when given (an MCP server's, say), and providers in
-  `consent_providers` answer `consent_required` whatever the mode;
+  `consent_providers` answer `consent_required` whatever the mode, and providers in
+  `failing_providers` the status given there;
 - `POST /internal/actions` stores the arguments and the SHA-256 of their RFC 8785 canonical
   JSON, status `pending`; 404 for an unknown provider, 429 past `max_pending`;
 - `GET /internal/actions/{id}`: 404 for an unknown action or another user's;
@@ -77,6 +78,8 @@ class FakeBinder:
     mcp_providers: frozenset[str] = frozenset()
     provider_tokens: dict[str, str] = field(default_factory=dict)
     consent_providers: frozenset[str] = frozenset()
+    # provider -> the status /internal/tokens answers for it (a failed discovery is a 502).
+    failing_providers: dict[str, int] = field(default_factory=dict)
     providers_status: int = 200
     max_pending: int = 5
     ttl_seconds: int = 600
@@ -178,6 +181,9 @@ class FakeBinder:
             )
         if self.mode == "down":
             return httpx2.Response(503, headers={"retry-after": "7"}, json={"error": "x"})
+        if provider in self.failing_providers:
+            status = self.failing_providers[provider]
+            return httpx2.Response(status, headers={"retry-after": "7"}, json={"error": "x"})
         return httpx2.Response(
             200,
             json={

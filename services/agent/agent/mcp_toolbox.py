@@ -6,9 +6,11 @@ For each server of AGENT_MCP_SERVERS (concurrently): a token for the server's bi
 the listing adapted (tools/mcp.py). The adapted tools are kept per (user, server) for ``ttl``
 seconds in a bounded LRU cache, so a conversation lists each server about once a minute.
 Failures are not kept per user, with one exception: a server that could not be reached or did
-not answer in time is left alone by every user's turns for ``DOWN_SECONDS``, so that a hung
-server costs one timeout per window rather than one per turn (a 401 or a 5xx depends on the
-user's token or the request, so one user's failure never hides a server from the others).
+not answer in time, or for which the binder could not give a token (its discovery failed, or
+the binder did not answer), is left alone by every user's turns for ``DOWN_SECONDS``, so that
+a hung server costs one timeout per window rather than one per turn (a 401, a 5xx, a binder
+refusal or a binder 429 depends on the user's token or the request, so one user's failure
+never hides a server from the others).
 Every failure becomes a notice for the reply, never an exception: a server that is down costs
 the user its tools for that turn, nothing else.
 
@@ -30,6 +32,7 @@ import anyio
 from agent.binder_client import BinderClient, BinderRefused, BinderUnavailable, ConsentNeeded
 from agent.mcp_client import McpClient, McpFailure, load_sdk
 from agent.settings import McpServer
+from agent.text import clean_untrusted
 from agent.tools.mcp import McpTool, adapt_listing
 
 logger = logging.getLogger("agent.mcp")
@@ -161,7 +164,13 @@ class McpToolbox:
                 "mcp token refused",
                 extra={"fields": {"server": server.name, "error": str(exc)[:64]}},
             )
-            return (), (f"The token service did not give a token for {server.name}.",), None
+            notice = f"The token service did not give a token for {server.name}."
+            if isinstance(exc, BinderUnavailable) and exc.code != "binder_429":
+                # The binder could not reach the server's authorization (its discovery failed,
+                # or it timed out): the same for every user, so kept like a server that is down.
+                # A 429 is this user's rate limit, and a refusal (4xx) this user's token.
+                self._down[server.name] = (self._clock(), notice)
+            return (), (notice,), None
         if isinstance(grant, ConsentNeeded):
             notice = (
                 f"To use the tools of the MCP server {server.name}, connect it first "
@@ -172,7 +181,9 @@ class McpToolbox:
         try:
             listing = await self._client.list_tools(server, grant.access_token)
         except McpFailure as exc:
-            notice = f"{exc.message} Its tools are not available in this reply."
+            # The message may carry the server's own words (mcp_client._classify): untrusted.
+            message = clean_untrusted(exc.message, 400)
+            notice = f"{message} Its tools are not available in this reply."
             if exc.kind in _DOWN_KINDS:
                 self._down[server.name] = (self._clock(), notice)
             return (), (notice,), None

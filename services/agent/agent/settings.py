@@ -65,6 +65,10 @@ def parse_mcp_servers(raw: str, *, allow_http: bool) -> tuple[McpServer, ...]:
             raise SettingsError(
                 f"{where}.name must be a binder provider name (a-z, 0-9, inner '-', 1-32 chars)"
             )
+        if "--" in name:
+            # Tools are named <server>__<tool> with "-" as "_": "a--b" could meet server "a"'s
+            # tool "b__c" (the binder refuses such mcp names too).
+            raise SettingsError(f"{where}.name of an MCP server must not contain '--'")
         if any(server.name == name for server in servers):
             raise SettingsError(f"{where}.name {name!r} is listed twice")
         url = item.get("url")
