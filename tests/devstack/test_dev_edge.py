@@ -8,6 +8,7 @@ except one connection attempt to a closed loopback port (the "upstream down" cas
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -414,12 +415,16 @@ def test_nothing_else_under_oauth2_is_served_without_a_session(
     assert not router.hits
 
 
-def test_the_dev_edge_prefix_is_the_albs() -> None:
-    """The dev edge passes, within the ALB's pattern, the same documents."""
+def test_the_dev_edge_passes_the_documents_of_the_names_the_binder_accepts() -> None:
+    """Within the ALB's pattern, and for exactly the provider names the binder's schema takes."""
+    from binder.providers import schema
     from constructs.edge import CLIENT_METADATA_PATTERN, CLIENT_METADATA_PREFIX
 
     assert edge.CLIENT_METADATA_PREFIX == CLIENT_METADATA_PREFIX
     assert CLIENT_METADATA_PATTERN == CLIENT_METADATA_PREFIX + "*.json"
+    name = schema._NAME_RE.pattern  # the one definition of a provider name
+    expected = re.escape(CLIENT_METADATA_PREFIX) + name + r"\.json"
+    assert edge.CLIENT_METADATA_DOCUMENT.pattern == expected
 
 
 def test_an_unknown_session_cookie_is_no_session(client: TestClient) -> None:
