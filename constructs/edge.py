@@ -2,18 +2,21 @@
 
 Routing (HTTPS listener; port 80 only redirects to HTTPS):
 
-    GET /oauth2/client-metadata.json  -> binder, no ALB auth (exact path and method)
-    /oauth2/*        -> binder, behind authenticate-cognito
-    /  and  /app/*   -> agent,  behind authenticate-cognito
-    /api/*           -> agent,  no ALB auth (callers send a Cognito bearer token)
-    anything else    -> fixed 404
+    GET /oauth2/client-metadata/*.json -> binder, no ALB auth (that pattern and method only)
+    /oauth2/*                          -> binder, behind authenticate-cognito
+    /  and  /app/*                     -> agent,  behind authenticate-cognito
+    /api/*                             -> agent,  no ALB auth (callers send a bearer token)
+    anything else                      -> fixed 404
 
-The client metadata document is the binder's OAuth client identity at MCP authorization
-servers (its `client_id` is that URL): the authorization server fetches it without a session,
-so it is the one `/oauth2/` path without sign-in. Its rule matches that path exactly (no
-wildcard: `/oauth2/client-metadata.json/x` and `...jsonx` fall to the signed-in rule) and GET
-only, and it ranks first; the binder serves nothing but static JSON there. WAF covers it like
-every other rule.
+The client metadata documents are the binder's OAuth client identities at MCP authorization
+servers, one per mcp provider at `/oauth2/client-metadata/{name}.json` (that URL is the
+provider's `client_id`; one shared document would let one server's client be used at another's,
+a mix-up). An authorization server fetches its document without a session, so these are the
+only `/oauth2/` requests without sign-in. An ALB path pattern cannot spell the provider name
+grammar and its `*` also matches `/`, so the rule is as narrow as a pattern gets (case-sensitive
+prefix, `.json` suffix), GET only (HEAD, POST and the rest fall to the signed-in rule), and
+first by priority; the binder answers there only `{name}.json` of its own mcp providers, static
+JSON, and 404 to anything else under the prefix. WAF covers it like every other rule.
 
 `/internal/*` has no rule, so it falls to the 404 default; the binder also serves its internal
 API on a separate port that only the agent's security group can reach, so no ALB rule could
@@ -42,9 +45,11 @@ from constructs.user_directory import UserDirectory
 # Paths whose first request signs the browser in through Cognito.
 BROWSER_AGENT_PATHS = ("/", "/app/*")
 BINDER_PATHS = ("/oauth2/*",)
-# The binder's Client ID Metadata Document (binder.providers.mcp.CLIENT_METADATA_PATH; a test
-# keeps the two equal): served without sign-in, to GET only.
-CLIENT_METADATA_PATH = "/oauth2/client-metadata.json"
+# The binder's Client ID Metadata Documents, one per mcp provider at `{prefix}{name}.json`
+# (binder.providers.mcp.CLIENT_METADATA_PREFIX; a test keeps the two equal): served without
+# sign-in, to GET only.
+CLIENT_METADATA_PREFIX = "/oauth2/client-metadata/"
+CLIENT_METADATA_PATTERN = CLIENT_METADATA_PREFIX + "*.json"
 CLIENT_METADATA_METHODS = ("GET",)
 API_PATHS = ("/api/*",)
 
@@ -207,7 +212,7 @@ class Edge(Construct):
             "BinderClientMetadata",
             priority=5,
             conditions=[
-                elbv2.ListenerCondition.path_patterns([CLIENT_METADATA_PATH]),
+                elbv2.ListenerCondition.path_patterns([CLIENT_METADATA_PATTERN]),
                 elbv2.ListenerCondition.http_request_methods(list(CLIENT_METADATA_METHODS)),
             ],
             action=elbv2.ListenerAction.forward([self.binder_target_group]),

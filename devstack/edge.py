@@ -13,9 +13,11 @@ Routing, in the order of the ALB's listener rules:
   `x-amzn-oidc-accesstoken`. Other request headers pass unchanged, as the ALB passes them:
   `Origin` and `Sec-Fetch-*` (the binder's same-origin checks on its POSTs), and a client's
   `Authorization` too, which the binder's browser routes must therefore ignore.
-- `GET /oauth2/client-metadata.json` -> binder, no sign-in: the binder's OAuth Client ID
-  Metadata Document, fetched by MCP authorization servers (a server, not a browser). That exact
-  path and method only, as the ALB's rule: every other /oauth2/ request keeps the session rule.
+- `GET /oauth2/client-metadata/{name}.json` -> binder, no sign-in: the binder's OAuth Client ID
+  Metadata Document of mcp provider `name` (1-32 of a-z, 0-9 and inner `-`), fetched by MCP
+  authorization servers (a server, not a browser). GET and that shape only, stricter than the
+  ALB's pattern (`*` there matches any characters, `/` included; the binder refuses the rest):
+  every other /oauth2/ request, HEAD included, keeps the session rule.
 - `/api/*` -> agent, no sign-in at the edge: callers send their own `Authorization: Bearer`.
 - everything else, `/internal/*` included, is a fixed 404.
 
@@ -36,6 +38,7 @@ import functools
 import hashlib
 import html
 import logging
+import re
 import secrets
 import time
 import urllib.parse
@@ -363,7 +366,12 @@ def _to_sign_in(request: Request) -> Response:
     return response
 
 
-CLIENT_METADATA_PATH = "/oauth2/client-metadata.json"  # binder.providers.mcp's
+# The binder's documents (binder.providers.mcp.CLIENT_METADATA_PREFIX + name + ".json"): the
+# name grammar of provider names, anchored at both ends (fullmatch: no trailing newline).
+CLIENT_METADATA_PREFIX = "/oauth2/client-metadata/"
+CLIENT_METADATA_DOCUMENT = re.compile(
+    re.escape(CLIENT_METADATA_PREFIX) + r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?\.json"
+)
 
 
 def _route(path: str, method: str = "GET") -> tuple[str, bool] | None:
@@ -371,7 +379,7 @@ def _route(path: str, method: str = "GET") -> tuple[str, bool] | None:
     segments = path.split("/")
     if "." in segments or ".." in segments:
         return None
-    if path == CLIENT_METADATA_PATH and method == "GET":
+    if method == "GET" and CLIENT_METADATA_DOCUMENT.fullmatch(path):
         return "binder", False
     if path.startswith("/oauth2/"):
         return "binder", True
@@ -527,7 +535,9 @@ def create_edge(
         )
 
     async def dispatch(request: Request) -> Response:
-        route = _route(request.url.path, request.method)
+        # The decoded path the upstream will route on: `request.url.path` goes through urlsplit,
+        # which drops tabs and newlines (`a.json%0A` would pass as `a.json`).
+        route = _route(request.scope["path"], request.method)
         if route is None:
             return _not_found()
         name, browser = route

@@ -8,6 +8,7 @@ except one connection attempt to a closed loopback port (the "upstream down" cas
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -346,19 +347,26 @@ def test_browser_route_without_a_session_post_redirects_to_sign_in(
     assert not router.hits
 
 
-def test_the_client_metadata_document_is_served_without_a_session(
-    client: TestClient, router: HostRouter
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/oauth2/client-metadata/atlassian-mcp.json",
+        "/oauth2/client-metadata/a.json",
+        "/oauth2/client-metadata/0.json",
+        "/oauth2/client-metadata/" + "a" * 32 + ".json",
+        "/oauth2/client-metadata/crm-tools-2.json",
+    ],
+)
+def test_a_client_metadata_document_is_served_without_a_session(
+    client: TestClient, router: HostRouter, path: str
 ) -> None:
-    """MCP authorization servers fetch the binder's Client ID Metadata Document with no
-    session: the one /oauth2/ request the edge passes unauthenticated, as the ALB's rule."""
-    response = client.get("/oauth2/client-metadata.json", headers={"x-amzn-oidc-data": "forged"})
+    """MCP authorization servers fetch the binder's Client ID Metadata Document of a provider
+    with no session: the only /oauth2/ requests the edge passes unauthenticated, as the ALB's
+    rule, and with no identity header."""
+    response = client.get(path, headers={"x-amzn-oidc-data": "forged"})
     assert response.status_code == 200
     seen = response.json()
-    assert (seen["service"], seen["method"], seen["path"]) == (
-        "binder",
-        "GET",
-        "/oauth2/client-metadata.json",
-    )
+    assert (seen["service"], seen["method"], seen["path"]) == ("binder", "GET", path)
     assert not [k for k, _ in seen["headers"] if k.startswith("x-amzn-oidc-")]
     assert router.hits == Counter({BINDER_HOST: 1})
 
@@ -366,10 +374,35 @@ def test_the_client_metadata_document_is_served_without_a_session(
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("POST", "/oauth2/client-metadata.json"),
-        ("HEAD", "/oauth2/client-metadata.json"),
+        # The single shared document of before, and its lookalikes.
+        ("GET", "/oauth2/client-metadata.json"),
         ("GET", "/oauth2/client-metadata.json/x"),
-        ("GET", "/oauth2/client-metadata.jsonx"),
+        ("GET", "/oauth2/client-metadataX/a.json"),
+        ("GET", "/oauth2/client-metadata-x/a.json"),
+        # Under the prefix, but not a provider name's document.
+        ("GET", "/oauth2/client-metadata/"),
+        ("GET", "/oauth2/client-metadata/.json"),
+        ("GET", "/oauth2/client-metadata/a"),
+        ("GET", "/oauth2/client-metadata/a.jsonx"),
+        ("GET", "/oauth2/client-metadata/a.JSON"),
+        ("GET", "/oauth2/client-metadata/A.json"),
+        ("GET", "/oauth2/client-metadata/-a.json"),
+        ("GET", "/oauth2/client-metadata/a-.json"),
+        ("GET", "/oauth2/client-metadata/a_b.json"),
+        ("GET", "/oauth2/client-metadata/" + "a" * 33 + ".json"),
+        ("GET", "/oauth2/client-metadata/a/b.json"),
+        ("GET", "/oauth2/client-metadata/a.json/x"),
+        ("GET", "/oauth2/client-metadata/a.json%0A"),
+        ("GET", "/oauth2/client-metadata/a%2Fb.json"),
+        ("GET", "/oauth2/Client-Metadata/a.json"),
+        # Another method on a document.
+        ("POST", "/oauth2/client-metadata/a.json"),
+        ("PUT", "/oauth2/client-metadata/a.json"),
+        ("DELETE", "/oauth2/client-metadata/a.json"),
+        ("HEAD", "/oauth2/client-metadata/a.json"),
+        ("OPTIONS", "/oauth2/client-metadata/a.json"),
+        # The rest of /oauth2/.
+        ("GET", "/oauth2/callback/x"),
         ("GET", "/oauth2/connections"),
     ],
 )
@@ -380,6 +413,18 @@ def test_nothing_else_under_oauth2_is_served_without_a_session(
     assert response.status_code == 302
     assert urlsplit(response.headers["location"]).path == "/_edge/login"
     assert not router.hits
+
+
+def test_the_dev_edge_passes_the_documents_of_the_names_the_binder_accepts() -> None:
+    """Within the ALB's pattern, and for exactly the provider names the binder's schema takes."""
+    from binder.providers import schema
+    from constructs.edge import CLIENT_METADATA_PATTERN, CLIENT_METADATA_PREFIX
+
+    assert edge.CLIENT_METADATA_PREFIX == CLIENT_METADATA_PREFIX
+    assert CLIENT_METADATA_PATTERN == CLIENT_METADATA_PREFIX + "*.json"
+    name = schema._NAME_RE.pattern  # the one definition of a provider name
+    expected = re.escape(CLIENT_METADATA_PREFIX) + name + r"\.json"
+    assert edge.CLIENT_METADATA_DOCUMENT.pattern == expected
 
 
 def test_an_unknown_session_cookie_is_no_session(client: TestClient) -> None:

@@ -68,9 +68,13 @@ def _route(synth: Synthesized, method: str, url: str) -> tuple[bool, str] | None
     return None
 
 
+# The binder's documents, one per mcp provider: `{CLIENT_METADATA_PREFIX}{name}.json`.
+CLIENT_METADATA_PREFIX = "/oauth2/client-metadata/"
+
+
 def test_listener_rules_route_exactly_as_the_design_brief(synth: Synthesized) -> None:
     assert _routes(synth) == {
-        5: (["/oauth2/client-metadata.json"], ["GET"], False, "binder"),
+        5: (["/oauth2/client-metadata/*.json"], ["GET"], False, "binder"),
         10: (["/oauth2/*"], None, True, "binder"),
         20: (["/", "/app/*"], None, True, "agent"),
         30: (["/api/*"], None, False, "agent"),
@@ -80,44 +84,78 @@ def test_listener_rules_route_exactly_as_the_design_brief(synth: Synthesized) ->
 def test_only_the_client_metadata_document_is_served_without_sign_in(
     synth: Synthesized,
 ) -> None:
-    """An MCP authorization server fetches the binder's client metadata document with no
-    session; every other /oauth2/ request, lookalikes included, still signs in first."""
-    assert _route(synth, "GET", "/oauth2/client-metadata.json") == (False, "binder")
-    assert _route(synth, "GET", "/oauth2/client-metadata.json?x=1") == (False, "binder")
+    """An MCP authorization server fetches its provider's client metadata document with no
+    session; every other /oauth2/ request, the old shared document's path and lookalikes
+    included, still signs in first (and never reaches the binder unauthenticated)."""
+    for url in [
+        "/oauth2/client-metadata/atlassian-mcp.json",
+        "/oauth2/client-metadata/a.json",
+        "/oauth2/client-metadata/crm-tools.json?x=1",
+    ]:
+        assert _route(synth, "GET", url) == (False, "binder"), url
     for method, url in [
-        ("GET", "/oauth2/client-metadata.json/x"),
-        ("GET", "/oauth2/client-metadata.jsonx"),
-        ("GET", "/oauth2/client-metadata.json."),
-        ("GET", "/oauth2/Client-Metadata.json"),
-        ("GET", "/oauth2/client-metadata-json"),
-        ("POST", "/oauth2/client-metadata.json"),
-        ("PUT", "/oauth2/client-metadata.json"),
-        ("DELETE", "/oauth2/client-metadata.json"),
-        ("HEAD", "/oauth2/client-metadata.json"),
+        ("GET", "/oauth2/client-metadata.json"),
+        ("GET", "/oauth2/client-metadataX/a.json"),
+        ("GET", "/oauth2/client-metadata-x/a.json"),
+        ("GET", "/oauth2/client-metadata"),
+        ("GET", "/oauth2/client-metadata/"),
+        ("GET", "/oauth2/client-metadata/a"),
+        ("GET", "/oauth2/client-metadata/a.jsonx"),
+        ("GET", "/oauth2/client-metadata/a.json/x"),
+        ("GET", "/oauth2/client-metadata/a.JSON"),
+        ("GET", "/oauth2/Client-Metadata/a.json"),
+        ("GET", "/oauth2/client-metadata/a.json.bak"),
+        ("POST", "/oauth2/client-metadata/a.json"),
+        ("PUT", "/oauth2/client-metadata/a.json"),
+        ("PATCH", "/oauth2/client-metadata/a.json"),
+        ("DELETE", "/oauth2/client-metadata/a.json"),
+        ("HEAD", "/oauth2/client-metadata/a.json"),
+        ("OPTIONS", "/oauth2/client-metadata/a.json"),
         ("GET", "/oauth2/authorize/abc"),
+        ("GET", "/oauth2/callback/x"),
         ("GET", "/oauth2/callback/atlassian-mcp"),
         ("GET", "/oauth2/connections"),
         ("POST", "/oauth2/actions/abc/approve"),
     ]:
         assert _route(synth, method, url) == (True, "binder"), (method, url)
     # The exception adds nothing outside /oauth2/: the rest routes as before.
-    assert _route(synth, "GET", "/client-metadata.json") is None
+    assert _route(synth, "GET", "/client-metadata/a.json") is None
+    assert _route(synth, "GET", "/oauth2client-metadata/a.json") is None
     assert _route(synth, "GET", "/internal/tokens") is None
     assert _route(synth, "GET", "/app/chat") == (True, "agent")
 
 
-def test_the_edge_path_is_the_binders(synth: Synthesized) -> None:
-    """The exception is the path the binder serves the document on, and nothing else."""
-    from binder.providers.mcp import CLIENT_METADATA_PATH
-    from constructs.edge import CLIENT_METADATA_PATH as EDGE_PATH
+def test_the_only_rule_without_sign_in_for_the_binder_is_the_documents(
+    synth: Synthesized,
+) -> None:
+    """Ranked before the signed-in /oauth2/* rule (else it would never apply), GET only, and
+    the construct's constant is the pattern on the listener."""
+    from constructs.edge import CLIENT_METADATA_METHODS, CLIENT_METADATA_PATTERN
+    from constructs.edge import CLIENT_METADATA_PREFIX as EDGE_PREFIX
 
-    assert EDGE_PATH == CLIENT_METADATA_PATH
-    unauthenticated = [
-        paths
-        for paths, _, authenticated, target in _routes(synth).values()
+    assert EDGE_PREFIX == CLIENT_METADATA_PREFIX
+    assert CLIENT_METADATA_PATTERN == CLIENT_METADATA_PREFIX + "*.json"
+    routes = _routes(synth)
+    unauthenticated = {
+        priority: (paths, methods)
+        for priority, (paths, methods, authenticated, target) in routes.items()
         if not authenticated and target == "binder"
-    ]
-    assert unauthenticated == [[CLIENT_METADATA_PATH]]
+    }
+    assert unauthenticated == {5: ([CLIENT_METADATA_PATTERN], list(CLIENT_METADATA_METHODS))}
+    assert CLIENT_METADATA_METHODS == ("GET",)
+    (signed_in_binder,) = [p for p, (paths, _, _, _) in routes.items() if paths == ["/oauth2/*"]]
+    assert min(routes) == 5 < signed_in_binder
+
+
+def test_the_edge_path_is_the_binders() -> None:
+    """The exception is the prefix the binder serves its documents under, and nothing else.
+    Fails until the binder has `binder.providers.mcp.CLIENT_METADATA_PREFIX`."""
+    from binder.providers import mcp
+
+    binder_prefix = getattr(mcp, "CLIENT_METADATA_PREFIX", None)
+    assert binder_prefix == CLIENT_METADATA_PREFIX, (
+        "binder.providers.mcp.CLIENT_METADATA_PREFIX must be the edge's prefix"
+    )
 
 
 def test_everything_else_is_a_404_and_internal_is_never_routed(synth: Synthesized) -> None:
