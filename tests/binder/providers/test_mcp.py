@@ -325,7 +325,7 @@ def test_a_metadata_document_only_for_an_mcp_provider_that_resolved_to_it(
             h.client.get(f"{PUBLIC}{path}")
             for path in (
                 "/oauth2/client-metadata/mcp-b.json",
-                "/oauth2/client-metadata/fake.json",  # the conftest's oauth2 provider
+                "/oauth2/client-metadata/fake.json",  # a github provider
                 "/oauth2/client-metadata/nobody.json",
                 "/oauth2/client-metadata/mcp-a.json.json",
                 "/oauth2/client-metadata.json",
