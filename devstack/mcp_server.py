@@ -432,11 +432,16 @@ class _CountChallenges:
 
 
 def mcp_provider_entry(
-    url: str, *, client_id: str | None = None, secret_arn: str | None = None
+    url: str,
+    *,
+    client_id: str | None = None,
+    secret_arn: str | None = None,
+    authorization_server: str | None = None,
 ) -> dict[str, object]:
     """The binder's PROVIDERS entry for this server. Without `client_id` the binder registers by
     client metadata document or dynamic registration; with it (and the secret's ARN for a
-    confidential client), it uses that pre-registered client."""
+    confidential client), it uses that pre-registered client, which belongs to the
+    `authorization_server` the entry then names (the binder requires it)."""
     entry: dict[str, object] = {
         "name": PROVIDER_NAME,
         "kind": "mcp",
@@ -444,7 +449,10 @@ def mcp_provider_entry(
         "display_name": DISPLAY_NAME,
     }
     if client_id is not None:
+        if authorization_server is None:
+            raise ValueError("client_id without authorization_server")
         entry["client_id"] = client_id
+        entry["authorization_server"] = authorization_server
         if secret_arn is not None:
             entry["secret_arn"] = secret_arn
     elif secret_arn is not None:

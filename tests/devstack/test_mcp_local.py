@@ -162,9 +162,12 @@ def test_discovery_consent_through_the_edge_then_the_answer(
     assert exchange["has_code_verifier"] is True
     assert exchange["resource"] == stack.mcp
     assert "error" not in exchange
-    # The server supports client metadata documents, so the binder is known by its document's
-    # URL (http on loopback in the local stack), which the server fetched: no registration.
-    assert authorization["client_id"] == f"{stack.edge}/oauth2/client-metadata.json"
+    # The server supports client metadata documents and sends iss, so the binder is known by
+    # this provider's document's URL (http on loopback in the local stack), which the server
+    # fetched (through the edge, without a session): no registration.
+    assert authorization["client_id"] == (
+        f"{stack.edge}/oauth2/client-metadata/{mcp_server.PROVIDER_NAME}.json"
+    )
     assert received["registrations"] == 0
     assert received["metadata_document_fetches"] >= 1
 
@@ -229,9 +232,10 @@ def test_a_write_goes_through_approval_and_reaches_the_server_once(
 def test_the_client_metadata_document_is_public_and_accepted_by_the_server(
     stack: Stack,
 ) -> None:
-    """The binder's Client ID Metadata Document, through the edge with no session, is a
-    document the MCP authorization server accepts (it fetches it through the edge itself)."""
-    url = f"{stack.edge}/oauth2/client-metadata.json"
+    """The provider's Client ID Metadata Document, through the edge with no session, is a
+    document the MCP authorization server accepts (it fetches it through the edge itself), and
+    names that provider's callback only."""
+    url = f"{stack.edge}/oauth2/client-metadata/{mcp_server.PROVIDER_NAME}.json"
     document = httpx2.get(url, timeout=10, trust_env=False)
     assert document.status_code == 200, document.text
     body = document.json()
@@ -253,9 +257,15 @@ def test_the_client_metadata_document_is_public_and_accepted_by_the_server(
     assert form.status_code == 200, form.text
     assert "metadata-document" in form.text
     assert _get(f"{stack.mcp_auth}/_test/requests")["metadata_document_fetches"] == before + 1
-    # Only that path and GET: the rest of /oauth2/ still wants a session.
+    # Only GET: the rest of /oauth2/ still wants a session. The old shared document is gone,
+    # and a name that is no mcp provider's has none.
     other = httpx2.post(url, timeout=10, trust_env=False, follow_redirects=False)
     assert other.status_code == 302
+    for gone in ("/oauth2/client-metadata.json", "/oauth2/client-metadata/nobody.json"):
+        answer = httpx2.get(
+            f"{stack.edge}{gone}", timeout=10, trust_env=False, follow_redirects=False
+        )
+        assert answer.status_code in (302, 404), answer.text
 
 
 # -- beside the stack: more MCP servers, two binders, an agent -------------------------------------
@@ -361,7 +371,11 @@ def side(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sid
                 "name": s.name,
                 "display_name": s.name,
                 **(
-                    {"client_id": PRE_CLIENT[0], "secret_arn": local.provider_secrets["mcppre"]}
+                    {
+                        "client_id": PRE_CLIENT[0],
+                        "secret_arn": local.provider_secrets["mcppre"],
+                        "authorization_server": s.auth,
+                    }
                     if s.name == "mcppre"
                     else {}
                 ),
@@ -457,7 +471,7 @@ def test_a_pre_registered_client_uses_its_secret_from_secrets_manager(side: Side
     assert _token(side, side.alice, "mcppre").status_code == 200
 
 
-def test_dynamic_registration_happens_once_per_issuer_across_binders(side: Side) -> None:
+def test_dynamic_registration_happens_once_per_provider_across_binders(side: Side) -> None:
     _connect(side, side.alice, "mcpdcr", "alice@mcp.example")
     auth = side.servers["mcpdcr"].auth
     assert _get(f"{auth}/_test/requests")["registrations"] == 1

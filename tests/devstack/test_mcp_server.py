@@ -493,8 +493,15 @@ def test_the_provider_entry_is_what_the_binder_accepts() -> None:
         "url": url,
         "display_name": "MCP notes (local)",
     }
-    entry = mcp_server.mcp_provider_entry(url, client_id="c", secret_arn="arn:x")
+    issuer = "http://127.0.0.1:8124"
+    entry = mcp_server.mcp_provider_entry(
+        url, client_id="c", secret_arn="arn:x", authorization_server=issuer
+    )
     assert entry["client_id"] == "c"
     assert entry["secret_arn"] == "arn:x"
+    assert entry["authorization_server"] == issuer
     with pytest.raises(ValueError, match="secret_arn without client_id"):
         mcp_server.mcp_provider_entry(url, secret_arn="arn:x")
+    # A pre-registered client belongs to one authorization server: the binder wants it named.
+    with pytest.raises(ValueError, match="client_id without authorization_server"):
+        mcp_server.mcp_provider_entry(url, client_id="c")

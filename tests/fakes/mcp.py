@@ -50,6 +50,8 @@ class FakeAuthServer:
     callback_iss: str | None = None
     auth_methods: tuple[str, ...] = ("none", "client_secret_basic")
     cimd_transport: httpx2.AsyncBaseTransport | None = None
+    # Metadata fields replaced as they are (a hostile server's endpoints).
+    overrides: dict[str, Any] = field(default_factory=dict)
     # What happened: registration bodies, /authorize and /token parameters, issued tokens.
     registrations: list[dict[str, Any]] = field(default_factory=list)
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
@@ -77,7 +79,7 @@ class FakeAuthServer:
         }
         if self.dcr:
             doc["registration_endpoint"] = f"{self.issuer}/register"
-        return doc
+        return doc | self.overrides
 
     def app(self) -> Starlette:
         async def metadata(request: Request) -> Response:
@@ -215,18 +217,22 @@ class FakeMcpServer:
     auth: FakeAuthServer
     # Send `resource_metadata` in the 401 challenge (else the client must use well-known URLs).
     challenge: bool = True
-    # What the PRM says its resource is (None: the truth).
+    # What the PRM says its resource is (None: the truth), and its authorization servers
+    # (None: `auth`); where the challenge says the PRM is (None: the truth).
     prm_resource: str | None = None
+    authorization_servers: list[str] | None = None
+    prm_url: str | None = None
     scopes: tuple[str, ...] = ("mcp:tools",)
-    # Bearer tokens presented at the endpoint, accepted or not.
+    # Bearer tokens presented at the endpoint, accepted or not; 401 challenges sent.
     presented: list[str] = field(default_factory=list)
+    challenges: int = 0
 
     @property
     def url(self) -> str:
         return f"{self.origin}/mcp"
 
     def app(self) -> Starlette:
-        prm_url = f"{self.origin}/.well-known/oauth-protected-resource/mcp"
+        prm_url = self.prm_url or f"{self.origin}/.well-known/oauth-protected-resource/mcp"
 
         async def endpoint(request: Request) -> Response:
             header = request.headers.get("authorization", "")
@@ -235,6 +241,7 @@ class FakeMcpServer:
                 self.presented.append(token)
             if self.auth.access_tokens.get(token) == self.url:
                 return JSONResponse({"jsonrpc": "2.0", "id": 0, "result": {}})
+            self.challenges += 1
             challenge = "Bearer"
             if self.challenge:
                 challenge += f' resource_metadata="{prm_url}", scope="{" ".join(self.scopes)}"'
@@ -246,7 +253,7 @@ class FakeMcpServer:
             return JSONResponse(
                 {
                     "resource": self.prm_resource or self.url,
-                    "authorization_servers": [self.auth.issuer],
+                    "authorization_servers": self.authorization_servers or [self.auth.issuer],
                     "scopes_supported": list(self.scopes),
                 }
             )

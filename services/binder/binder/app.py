@@ -713,16 +713,25 @@ def public_routes(services: Services) -> list[Route]:
             f"/oauth2/connections?disconnected={spec.name}&revoked={revoked}", status_code=303
         )
 
-    mcp_callbacks = services.registry.callback_urls(mcp.KIND.name)
-
     async def client_metadata(request: Request) -> Response:
-        """The binder's OAuth Client ID Metadata Document, for MCP authorization servers that
-        fetch it: static, public, and the only /oauth2/ path served without a sign-in (the
-        edge must let it through unauthenticated). 404 when no mcp provider is configured."""
-        if not mcp_callbacks:
-            return JSONResponse({"error": "not_found"}, status_code=404)
+        """An mcp provider's OAuth Client ID Metadata Document, for its authorization server:
+        static, public, no identity read (the edge passes these paths without a sign-in).
+
+        Served only for a configured mcp provider whose discovery chose this document as its
+        client_id; the same 404 for every other case, so no one learns why. A request may
+        start the discovery of a configured provider (bounded by the registry's lock and its
+        memory of failures), never of anything else."""
+        name = request.path_params["name"]
+        if services.registry.kind_of(name) != mcp.KIND.name:
+            return _no_document()
+        try:
+            spec = await services.registry.get(name, services.http)
+        except Exception:  # the same 404 for all; not logged here (anyone may ask)
+            return _no_document()
+        if spec.client_id != mcp.client_metadata_url(base, name):
+            return _no_document()
         return JSONResponse(
-            mcp.client_metadata_document(base, mcp_callbacks),
+            mcp.client_metadata_document(base, name),
             headers={"cache-control": "public, max-age=300"},
         )
 
@@ -813,7 +822,7 @@ def public_routes(services: Services) -> list[Route]:
         Route("/oauth2/actions/{action_id}/approve", approve, methods=["POST"]),
         Route("/oauth2/actions/{action_id}/deny", deny, methods=["POST"]),
         Route("/oauth2/authorize/{session_id}", authorize, methods=["GET"]),
-        Route(mcp.CLIENT_METADATA_PATH, client_metadata, methods=["GET"]),
+        Route(f"{mcp.CLIENT_METADATA_PREFIX}{{name}}.json", client_metadata, methods=["GET"]),
         Route("/oauth2/callback/{provider}", callback, methods=["GET"]),
         Route("/oauth2/connections", connections, methods=["GET"]),
         Route("/oauth2/connections/{provider}/disconnect", disconnect, methods=["POST"]),
@@ -821,6 +830,10 @@ def public_routes(services: Services) -> list[Route]:
 
 
 ALB_HEADER_BYTES = ALB_TOKEN_HEADER.encode("latin-1")
+
+
+def _no_document() -> Response:
+    return JSONResponse({"error": "not_found"}, status_code=404)
 
 
 def _same_origin(request: Request, base: str) -> bool:

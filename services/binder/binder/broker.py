@@ -291,6 +291,20 @@ class Broker:
                     user, spec, scopes, return_url, "no_connection", request_id
                 )
             record = refreshed
+            if not bound_to(record, spec):
+                # Re-read under the refresh lock and found bound elsewhere (rewritten since the
+                # first read): not refreshed, not handed out.
+                audit(
+                    "request_rejected",
+                    outcome="refused",
+                    request_id=request_id,
+                    user_hash=user.user_hash,
+                    provider=spec.name,
+                    reason="audience_mismatch",
+                )
+                return await self._consent(
+                    user, spec, scopes, return_url, "audience_mismatch", request_id
+                )
             if record.status != ACTIVE:
                 return await self._consent(
                     user, spec, scopes, return_url, REAUTHORIZATION_REQUIRED, request_id
@@ -657,13 +671,19 @@ class Broker:
         slow provider cannot let a second task spend the same refresh token; and the write is
         conditional on the version read, so a holder that lost its lease anyway (DynamoDB
         unreachable for a whole lease) cannot overwrite what the next holder stored.
-        None: the connection no longer exists.
+        None: the connection no longer exists. A record re-read here that is not bound to
+        `spec` (bound_to) is returned unrefreshed: its refresh token is never sent, and the
+        caller asks for consent.
         """
         async with self._refresh_locks.hold((user.user_hash, spec.name)):
             current = await self._read(user.user_hash, spec.name)
             if current is None:
                 return None
-            if current.status != ACTIVE or current.fresh(self._clock(), self._skew):
+            if (
+                not bound_to(current, spec)
+                or current.status != ACTIVE
+                or current.fresh(self._clock(), self._skew)
+            ):
                 return current
             if not current.refresh_token:
                 return (
@@ -698,7 +718,11 @@ class Broker:
                 latest = await self._read(user.user_hash, spec.name, cached=False)
                 if latest is None:
                     return None
-                if latest.status != ACTIVE or latest.fresh(self._clock(), self._skew):
+                if (
+                    not bound_to(latest, spec)
+                    or latest.status != ACTIVE
+                    or latest.fresh(self._clock(), self._skew)
+                ):
                     return latest
                 if self._clock() > deadline:
                     if latest.usable(self._clock()):
@@ -742,7 +766,11 @@ class Broker:
         current = await self._read(user.user_hash, spec.name, cached=False)
         if current is None:
             return None
-        if current.status != ACTIVE or current.fresh(self._clock(), self._skew):
+        if (
+            not bound_to(current, spec)
+            or current.status != ACTIVE
+            or current.fresh(self._clock(), self._skew)
+        ):
             return current
         if not current.refresh_token or current.version is None:
             usable = current.usable(self._clock())

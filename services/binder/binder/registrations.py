@@ -1,16 +1,22 @@
-"""Dynamically registered OAuth clients (RFC 7591), one per authorization server, kept in
-Secrets Manager under the vault prefix so every binder task and every restart reuses it.
+"""Dynamically registered OAuth clients (RFC 7591), one per (authorization server, provider),
+kept in Secrets Manager under the vault prefix so every binder task and every restart reuses it.
 
-Secret name `{prefix}/_mcp-client/{sha256(issuer)}` ("_" is not allowed in provider names, so
-no user's token secret can share it), created under the vault CMK with the vault's two tag
-keys (`oauth-provider` = the provider that registered first, `user-hash` = "client"), which
-the binder role's existing CreateSecret/TagResource grants allow.
+One client per provider, with only that provider's callback, not one per issuer for every
+callback: a client valid for two providers' callbacks lets one provider's authorization server
+have another's code delivered to its callback (mix-up; binder.providers.mcp says how).
+
+Secret name `{prefix}/_mcp-client/{sha256(issuer + "\n" + provider)}` ("_" is not allowed in
+provider names, so no user's token secret can share it), created under the vault CMK with the
+vault's two tag keys (`oauth-provider` = the provider, `user-hash` = "client"), which the
+binder role's existing CreateSecret/TagResource grants allow. The stored value names its
+issuer and provider, both checked on every read.
 
 Registering twice would leave orphan clients at the authorization server, so the first user
 claims the registration with a conditional CreateSecret (it fails if the secret exists),
 registers, and compare-and-swaps the client in; the others wait for it. A claim older than
 `claim_seconds` (its holder died) is taken over with the same compare-and-swap; a failed
-registration marks its claim stale at once. In-process callers share one attempt per issuer.
+registration marks its claim stale at once. In-process callers share one attempt per
+(issuer, provider).
 """
 
 from __future__ import annotations
@@ -82,22 +88,24 @@ class ClientRegistrations:
         self._locks: dict[str, anyio.Lock] = {}
         self.registrations = 0  # registrations this process made (tests and benchmarks)
 
-    def secret_name(self, issuer: str) -> str:
-        return self._vault.named(f"_mcp-client/{hashlib.sha256(issuer.encode()).hexdigest()}")
+    def secret_name(self, issuer: str, provider: str) -> str:
+        digest = hashlib.sha256(f"{issuer}\n{provider}".encode()).hexdigest()
+        return self._vault.named(f"_mcp-client/{digest}")
 
     async def get_or_register(
         self, *, provider: str, issuer: str, redirect_uri: str, register: Register
     ) -> StoredClient:
-        """The issuer's stored client if it covers `redirect_uri`, else one `register()` made
-        (by this caller, or by whoever claimed it first); RegistrationUnavailable otherwise."""
-        lock = self._locks.setdefault(issuer, anyio.Lock())
+        """The (issuer, provider) stored client if it has `redirect_uri`, else one `register()`
+        made (by this caller, or by whoever claimed it first); RegistrationUnavailable
+        otherwise."""
+        lock = self._locks.setdefault(f"{issuer}\n{provider}", anyio.Lock())
         async with lock:
             return await self._get_or_register(provider, issuer, redirect_uri, register)
 
     async def _get_or_register(
         self, provider: str, issuer: str, redirect_uri: str, register: Register
     ) -> StoredClient:
-        name = self.secret_name(issuer)
+        name = self.secret_name(issuer, provider)
         deadline = self._clock() + self._wait_seconds
         delay = 0.05
         while True:
@@ -106,37 +114,39 @@ class ClientRegistrations:
                 version = await self._call(
                     self._vault.create_secret(
                         name,
-                        self._claim(issuer),
+                        self._claim(issuer, provider),
                         description="OAuth client the binder registered at an MCP "
                         "authorization server (RFC 7591)",
                         tags={TAG_PROVIDER: provider, TAG_USER_HASH: "client"},
                     )
                 )
                 if version is not None:
-                    return await self._register(name, version, issuer, register)
+                    return await self._register(name, version, issuer, provider, register)
             else:
                 data, version = current
-                stored = _stored(name, data, issuer)
+                stored = _stored(name, data, issuer, provider)
                 if stored is not None and redirect_uri in stored.redirect_uris:
                     return stored
                 stale = data.get("status") == REGISTERING and (
                     float(data.get("claimed_at", 0)) + self._claim_seconds < self._clock()
                 )
                 if stored is not None or stale:
-                    # A registration without this callback (a provider added since), or a claim
+                    # A registration without this callback (PUBLIC_BASE_URL changed), or a claim
                     # whose holder is gone: take it over, if no one else did first.
                     won = await self._call(
-                        self._vault.swap_secret(name, self._claim(issuer), expected=version)
+                        self._vault.swap_secret(
+                            name, self._claim(issuer, provider), expected=version
+                        )
                     )
                     if won is not None:
-                        return await self._register(name, won, issuer, register)
+                        return await self._register(name, won, issuer, provider, register)
             if self._clock() > deadline:
                 raise RegistrationUnavailable("registration_busy")
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
     async def _register(
-        self, name: str, claim_version: str, issuer: str, register: Register
+        self, name: str, claim_version: str, issuer: str, provider: str, register: Register
     ) -> StoredClient:
         try:
             client = await register()
@@ -147,7 +157,14 @@ class ClientRegistrations:
                 with contextlib.suppress(Exception):
                     await self._vault.swap_secret(
                         name,
-                        json.dumps({"status": REGISTERING, "issuer": issuer, "claimed_at": 0}),
+                        json.dumps(
+                            {
+                                "status": REGISTERING,
+                                "issuer": issuer,
+                                "provider": provider,
+                                "claimed_at": 0,
+                            }
+                        ),
                         expected=claim_version,
                     )
             raise
@@ -155,6 +172,7 @@ class ClientRegistrations:
         value = {
             "status": REGISTERED,
             "issuer": issuer,
+            "provider": provider,
             "client_id": client.client_id,
             "token_endpoint_auth_method": client.token_endpoint_auth_method,
             "redirect_uris": list(client.redirect_uris),
@@ -169,15 +187,16 @@ class ClientRegistrations:
             # Our claim was taken over while the server answered (we were too slow): the
             # other registration is the one kept.
             raise RegistrationUnavailable("registration_superseded")
-        result = _stored(name, value, issuer)
+        result = _stored(name, value, issuer, provider)
         assert result is not None  # noqa: S101 - built just above
         return result
 
-    def _claim(self, issuer: str) -> str:
+    def _claim(self, issuer: str, provider: str) -> str:
         return json.dumps(
             {
                 "status": REGISTERING,
                 "issuer": issuer,
+                "provider": provider,
                 "owner": self._owner,
                 "claimed_at": self._clock(),
             }
@@ -204,9 +223,12 @@ class ClientRegistrations:
             raise RegistrationUnavailable(f"vault_{exc.code}"[:60]) from None
 
 
-def _stored(name: str, data: dict[str, Any], issuer: str) -> StoredClient | None:
-    """The registration in `data`, if it is a finished one for `issuer`."""
-    if data.get("status") != REGISTERED or data.get("issuer") != issuer:
+def _stored(name: str, data: dict[str, Any], issuer: str, provider: str) -> StoredClient | None:
+    """The registration in `data`, if it is a finished one for `issuer` and `provider`."""
+    if data.get("status") != REGISTERED or (data.get("issuer"), data.get("provider")) != (
+        issuer,
+        provider,
+    ):
         return None
     client_id = data.get("client_id")
     method = data.get("token_endpoint_auth_method")

@@ -17,7 +17,12 @@ OAUTH2 = {
     "authorization_endpoint": "https://crm.example.com/authorize",
     "token_endpoint": "https://crm.example.com/token",
 }
-MCP = {"kind": "mcp", "client_id": "c", "url": "https://mcp.example.com/mcp"}
+MCP = {
+    "kind": "mcp",
+    "client_id": "c",
+    "url": "https://mcp.example.com/mcp",
+    "authorization_server": "https://auth.example.com",
+}
 
 
 def gh(**fields: Any) -> dict[str, Any]:
@@ -173,4 +178,26 @@ CASES: list[tuple[str, dict[str, Any], bool]] = [
     ("tools", {**MCP, "public_client": 1}, False),
     ("tools", {"kind": "mcp", "url": "https://mcp.example.com/mcp", "public_client": True}, False),
     ("crm", {**OAUTH2, "public_client": True}, False),
+    # the authorization server a pre-registered client belongs to: required with client_id
+    ("tools", {k: v for k, v in MCP.items() if k != "authorization_server"}, False),
+    ("tools", {**MCP, "authorization_server": "https://auth.example.com/tenant/"}, True),
+    ("tools", {**MCP, "authorization_server": "http://auth.example.com"}, False),
+    ("tools", {**MCP, "authorization_server": "https://auth.example.com?t=a"}, False),
+    ("tools", {**MCP, "authorization_server": "https://auth.example.com#x"}, False),
+    ("tools", {**MCP, "authorization_server": "auth.example.com"}, False),
+    ("tools", {**MCP, "authorization_server": 5}, False),
+    (
+        "tools",
+        {
+            "kind": "mcp",
+            "url": "https://mcp.example.com/mcp",
+            "authorization_server": "https://a.example.com",
+        },
+        True,
+    ),
+    ("corp", {**OIDC, "authorization_server": "https://sso.example.com"}, False),
+    # mcp names without "--" (the agent's tool names <server>__<tool> would be ambiguous)
+    ("team--notes", {**MCP}, False),
+    ("team-notes", {**MCP}, True),
+    ("a--b", {"kind": "github", **gh()}, True),
 ]

@@ -7,8 +7,9 @@ import contextlib
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import anyio
 import httpx2
@@ -17,7 +18,7 @@ from starlette.testclient import TestClient
 
 from binder.providers.registry import ProviderRegistry
 from binder.providers.schema import ProviderConfigError
-from binder.vault import TokenRecord
+from binder.vault import TokenRecord, Vault
 from tests.binder.conftest import (
     BASE,
     PROVIDER_SECRET,
@@ -29,7 +30,38 @@ from tests.binder.conftest import (
 from tests.fakes.mcp import FakeAuthServer, FakeMcpServer
 
 AS = "https://auth.test"
+OTHER_AS = "https://other-auth.test"
 ARN = "arn:aws:secretsmanager:us-east-1:111111111111:secret:mcp-client-AbCdEf"
+
+
+@contextlib.contextmanager
+def two_as_binder(
+    aws: dict[str, Any],
+    cognito: Cognito,
+    auths: list[FakeAuthServer],
+    servers: list[FakeMcpServer],
+    entries: list[dict[str, Any]] | None = None,
+    **env: str,
+) -> Iterator[Harness]:
+    """A binder whose providers are `servers` (named mcp-a, mcp-b, ...) and a github entry,
+    each server behind its own authorization server among `auths`."""
+    if entries is None:
+        entries = [
+            {"name": f"mcp-{chr(97 + i)}", "kind": "mcp", "url": s.url}
+            for i, s in enumerate(servers)
+        ]
+        entries.append({"name": "fake", "kind": "github", "client_id": "gh"})
+    routes: dict[str, httpx2.AsyncBaseTransport] = {
+        httpx2.URL(a.issuer).host: httpx2.ASGITransport(app=a.app()) for a in auths
+    }
+    for server in servers:
+        routes[httpx2.URL(server.origin).host] = httpx2.ASGITransport(app=server.app())
+    env["PROVIDERS"] = json.dumps(entries)
+    with running_binder(aws, cognito, None, routes=routes, **env) as h:
+        # The authorization servers fetch the binder's metadata documents from its public port.
+        for auth in auths:
+            auth.cimd_transport = httpx2.ASGITransport(app=h.app)
+        yield h
 
 
 @contextlib.contextmanager
@@ -47,22 +79,14 @@ def mcp_binder(
             {"name": f"mcp-{chr(97 + i)}", "kind": "mcp", "url": s.url}
             for i, s in enumerate(servers)
         ]
-    routes: dict[str, httpx2.AsyncBaseTransport] = {
-        "auth.test": httpx2.ASGITransport(app=auth.app())
-    }
-    for server in servers:
-        routes[httpx2.URL(server.origin).host] = httpx2.ASGITransport(app=server.app())
-    env["PROVIDERS"] = json.dumps(entries)
-    with running_binder(aws, cognito, None, routes=routes, **env) as h:
-        # The authorization server fetches the binder's metadata document from its public port.
-        auth.cimd_transport = httpx2.ASGITransport(app=h.app)
+    with two_as_binder(aws, cognito, [auth], list(servers), entries, **env) as h:
         yield h
 
 
 def authorize_at(auth: FakeAuthServer, location: str) -> httpx2.Response:
     parts = urlsplit(location)
-    assert f"{parts.scheme}://{parts.netloc}" == AS
-    with TestClient(auth.app(), base_url=AS) as browser:
+    assert f"{parts.scheme}://{parts.netloc}" == auth.issuer
+    with TestClient(auth.app(), base_url=auth.issuer) as browser:
         return browser.get(f"{parts.path}?{parts.query}", follow_redirects=False)
 
 
@@ -191,11 +215,10 @@ def test_a_token_for_one_server_is_never_sent_to_another(
         token_b = h.request_token(alice, provider="mcp-b", scopes=[]).json()["access_token"]
         assert token_a != token_b
         assert (auth.access_tokens[token_a], auth.access_tokens[token_b]) == (a.url, b.url)
-        # One registration covers both callbacks (one per issuer).
-        assert len(auth.registrations) == 1
-        assert sorted(auth.registrations[0]["redirect_uris"]) == [
-            f"{BASE}/oauth2/callback/mcp-a",
-            f"{BASE}/oauth2/callback/mcp-b",
+        # One registration per provider, each with its own callback only (same issuer).
+        assert sorted(r["redirect_uris"] for r in auth.registrations) == [
+            [f"{BASE}/oauth2/callback/mcp-a"],
+            [f"{BASE}/oauth2/callback/mcp-b"],
         ]
         resources = {r["resource"] for r in auth.token_requests}
         assert resources == {a.url, b.url}
@@ -215,8 +238,6 @@ def test_a_stored_token_for_another_resource_is_not_handed_out(
         async def repoint() -> None:
             record = await vault.get(user_hash, "mcp-a", cached=False)
             assert isinstance(record, TokenRecord)
-            from dataclasses import replace
-
             await vault.put(user_hash, "mcp-a", replace(record, resource="https://old.test/mcp"))
 
         h.client.portal.call(repoint)  # type: ignore[union-attr]
@@ -244,12 +265,13 @@ def test_the_metadata_document_flow(aws: dict[str, Any], cognito: Cognito) -> No
     with mcp_binder(aws, cognito, auth, server) as h:
         assert connect(h, auth, alice, "mcp-a").status_code == 200
         assert auth.cimd_fetches == 1
-        client_id = f"{BASE}/oauth2/client-metadata.json"
+        client_id = f"{BASE}/oauth2/client-metadata/mcp-a.json"
         assert auth.authorize_requests[0]["client_id"] == client_id
         assert auth.token_requests[0]["client_id"] == client_id
-        # The document itself: served without a sign-in, public client, the mcp callbacks.
-        doc = h.client.get(f"{PUBLIC}/oauth2/client-metadata.json")
+        # The document itself: served without a sign-in, public client, this one callback.
+        doc = h.client.get(f"{PUBLIC}/oauth2/client-metadata/mcp-a.json")
         assert doc.status_code == 200
+        assert doc.headers["cache-control"] == "public, max-age=300"
         assert doc.json() == {
             "client_id": client_id,
             "client_name": "Secure agents token binder",
@@ -272,6 +294,7 @@ def test_a_preregistered_confidential_client(aws: dict[str, Any], cognito: Cogni
             "url": server.url,
             "client_id": "binder-client",
             "secret_arn": aws["secret_arn"],
+            "authorization_server": AS,
         }
     ]
     with mcp_binder(aws, cognito, auth, server, entries=entries) as h:
@@ -280,7 +303,48 @@ def test_a_preregistered_confidential_client(aws: dict[str, Any], cognito: Cogni
 
 
 def test_no_metadata_document_without_mcp_providers(binder: Harness) -> None:
-    assert binder.client.get(f"{PUBLIC}/oauth2/client-metadata.json").status_code == 404
+    for path in ("/oauth2/client-metadata.json", "/oauth2/client-metadata/fake.json"):
+        assert binder.client.get(f"{PUBLIC}{path}").status_code == 404
+
+
+def test_a_metadata_document_only_for_an_mcp_provider_that_resolved_to_it(
+    aws: dict[str, Any], cognito: Cognito
+) -> None:
+    """mcp-a's server takes metadata documents and sends iss: its document is served (the
+    request resolves it). mcp-b's server does not send iss, so mcp-b registered instead: no
+    document. Unknown names, other kinds and the old shared path: the same 404."""
+    auth = FakeAuthServer(issuer=AS, cimd=True)
+    other = FakeAuthServer(issuer=OTHER_AS, cimd=True, iss_parameter=False)
+    a = FakeMcpServer(origin="https://mcp-a.test", auth=auth)
+    b = FakeMcpServer(origin="https://mcp-b.test", auth=other)
+    with two_as_binder(aws, cognito, [auth, other], [a, b]) as h:
+        served = h.client.get(f"{PUBLIC}/oauth2/client-metadata/mcp-a.json")
+        assert served.status_code == 200
+        assert served.json()["redirect_uris"] == [f"{BASE}/oauth2/callback/mcp-a"]
+        refused = [
+            h.client.get(f"{PUBLIC}{path}")
+            for path in (
+                "/oauth2/client-metadata/mcp-b.json",
+                "/oauth2/client-metadata/fake.json",  # a github provider
+                "/oauth2/client-metadata/nobody.json",
+                "/oauth2/client-metadata/mcp-a.json.json",
+                "/oauth2/client-metadata.json",
+            )
+        ]
+        assert [r.status_code for r in refused] == [404] * 5
+        assert {r.content for r in refused[:4]} == {b'{"error":"not_found"}'}
+        assert other.registrations[0]["redirect_uris"] == [f"{BASE}/oauth2/callback/mcp-b"]
+
+
+def test_a_metadata_document_of_a_failing_discovery_is_404_and_fetched_once(
+    aws: dict[str, Any], cognito: Cognito
+) -> None:
+    auth = FakeAuthServer(issuer=AS, cimd=True, s256=False)
+    server = FakeMcpServer(origin="https://mcp-a.test", auth=auth)
+    with mcp_binder(aws, cognito, auth, server) as h:
+        for _ in range(5):
+            assert h.client.get(f"{PUBLIC}/oauth2/client-metadata/mcp-a.json").status_code == 404
+        assert server.challenges == 1  # discovery tried once in the failure window
 
 
 def test_a_failing_discovery_is_a_502_naming_nothing(
@@ -309,11 +373,35 @@ def test_a_failing_discovery_is_a_502_naming_nothing(
         ({}, "url is required"),
         ({"url": "https://mcp.example.com/mcp", "secret_arn": ARN}, "only allowed with client_id"),
         ({"url": "https://mcp.example.com/mcp", "issuer": AS}, "not used by kind"),
+        (
+            {"url": "https://mcp.example.com/mcp", "client_id": "c"},
+            "authorization_server is required with client_id",
+        ),
+        (
+            {
+                "url": "https://mcp.example.com/mcp",
+                "client_id": "c",
+                "authorization_server": "http://auth.example.com",
+            },
+            "authorization_server must be an https URL",
+        ),
+        (
+            {
+                "url": "https://mcp.example.com/mcp",
+                "client_id": "c",
+                "authorization_server": "https://auth.example.com?tenant=a",
+            },
+            "authorization_server must not contain a query",
+        ),
+        (
+            {"name": "team--notes", "url": "https://mcp.example.com/mcp"},
+            "name must not contain '--'",
+        ),
     ],
 )
 def test_bad_entries_are_refused(entry: dict[str, Any], problem: str) -> None:
     with pytest.raises(ProviderConfigError, match=problem):
-        ProviderRegistry.from_json(json.dumps([{"name": "tools", "kind": "mcp", **entry}]))
+        ProviderRegistry.from_json(json.dumps([{"name": "tools", "kind": "mcp"} | entry]))
 
 
 def test_loopback_needs_the_switch() -> None:
@@ -322,3 +410,101 @@ def test_loopback_needs_the_switch() -> None:
         ProviderRegistry.from_json(json.dumps(entry))
     registry = ProviderRegistry.from_json(json.dumps(entry), allow_insecure_loopback=True)
     assert registry.listings()[0].kind == "mcp"
+
+
+def _forwarded(location: str, to: FakeAuthServer, **changes: str) -> str:
+    """What a malicious authorization server does with the binder's authorization request:
+    the same parameters (state, PKCE challenge, redirect_uri), sent to another server."""
+    query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+    return f"{to.issuer}/authorize?{urlencode(query | changes)}"
+
+
+@pytest.mark.parametrize("b_claims_iss", [False, True])
+def test_mix_up_through_a_malicious_authorization_server_is_refused(
+    aws: dict[str, Any], cognito: Cognito, b_claims_iss: bool
+) -> None:
+    """Provider mcp-a's authorization server A is honest and takes metadata documents but
+    sends no RFC 9207 iss; mcp-b's server B is malicious (with or without claiming iss). B
+    forwards alice's authorization request for mcp-b to A, with every client_id the binder
+    could have at A, hoping A sends a code to the binder's mcp-b callback, which the binder
+    would redeem at B's token endpoint with the PKCE verifier."""
+    honest = FakeAuthServer(issuer=AS, cimd=True, iss_parameter=False)
+    evil = FakeAuthServer(issuer=OTHER_AS, cimd=True, iss_parameter=b_claims_iss)
+    a = FakeMcpServer(origin="https://mcp-a.test", auth=honest)
+    b = FakeMcpServer(origin="https://mcp-b.test", auth=evil)
+    alice = cognito.token("alice")
+    doc_a = f"{BASE}/oauth2/client-metadata/mcp-a.json"
+    doc_b = f"{BASE}/oauth2/client-metadata/mcp-b.json"
+    with two_as_binder(aws, cognito, [honest, evil], [a, b]) as h:
+        assert connect(h, honest, alice, "mcp-a").status_code == 200
+        a_client = honest.authorize_requests[0]["client_id"]
+        asked = h.request_token(alice, provider="mcp-b", scopes=[])
+        to_b = h.open_authorization(alice, asked.json()["authorization_url"])
+        assert to_b.status_code == 302
+        location = to_b.headers["location"]
+
+        statuses = []
+        for client_id in (a_client, doc_a, doc_b):
+            at_a = authorize_at(honest, _forwarded(location, honest, client_id=client_id))
+            statuses.append(at_a.status_code)
+            if at_a.status_code == 302:
+                # A accepted (mcp-b's real document names mcp-b's callback) and sent its code
+                # there without iss; mcp-b's server said it sends iss: refused, not redeemed.
+                back = at_a.headers["location"]
+                assert back.startswith(f"{BASE}/oauth2/callback/mcp-b?")
+                assert "iss" not in parse_qs(urlsplit(back).query)
+                answer = h.callback(alice, back)
+                assert answer.status_code == 400
+                assert "lacks its issuer" in answer.text
+        # A's client (registered: A sends no iss) and A's document (none) never cover mcp-b's
+        # callback; mcp-b's document exists only if B claimed iss.
+        assert statuses == [400, 400, 302 if b_claims_iss else 400]
+        assert evil.token_requests == []
+        assert [r["grant_type"] for r in honest.token_requests] == ["authorization_code"]
+
+        (registered,) = honest.registrations
+        assert registered["redirect_uris"] == [f"{BASE}/oauth2/callback/mcp-a"]
+        assert h.client.get(f"{PUBLIC}/oauth2/client-metadata/mcp-a.json").status_code == 404
+        document = h.client.get(f"{PUBLIC}/oauth2/client-metadata/mcp-b.json")
+        if b_claims_iss:
+            assert parse_qs(urlsplit(location).query)["client_id"] == [doc_b]
+            assert document.json()["redirect_uris"] == [f"{BASE}/oauth2/callback/mcp-b"]
+        else:
+            assert document.status_code == 404
+            (b_registered,) = evil.registrations
+            assert b_registered["redirect_uris"] == [f"{BASE}/oauth2/callback/mcp-b"]
+
+
+def test_a_refresh_never_sends_a_token_bound_elsewhere(
+    aws: dict[str, Any], cognito: Cognito
+) -> None:
+    """Another binder task rewrote alice's record for another resource after this task cached
+    it: the refresh re-reads it, finds it bound elsewhere, and sends its refresh token nowhere;
+    alice is asked to consent again."""
+    auth = FakeAuthServer(issuer=AS)
+    server = FakeMcpServer(origin="https://mcp-a.test", auth=auth)
+    alice = cognito.token("alice")
+    # A skew as long as the tokens' life: every token request refreshes.
+    with mcp_binder(aws, cognito, auth, server, REFRESH_SKEW_SECONDS="3600") as h:
+        assert connect(h, auth, alice, "mcp-a").status_code == 200
+        vault = h.services.vault
+        user_hash = _user_hash(h, alice)
+        other_task = Vault(
+            client=vault._client,
+            prefix=vault._prefix,
+            kms_key_id=vault._kms_key_id,
+        )
+
+        async def repoint() -> None:
+            record = await vault.get(user_hash, "mcp-a")  # cached in this task
+            assert isinstance(record, TokenRecord)
+            await other_task.put(
+                user_hash, "mcp-a", replace(record, resource="https://old.test/mcp")
+            )
+
+        h.client.portal.call(repoint)  # type: ignore[union-attr]
+        before = len(auth.token_requests)
+        answer = h.request_token(alice, provider="mcp-a", scopes=[])
+        assert answer.status_code == 403
+        assert answer.json()["reason"] == "audience_mismatch"
+        assert len(auth.token_requests) == before  # no refresh grant was sent

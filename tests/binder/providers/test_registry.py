@@ -15,6 +15,7 @@ import pytest
 from binder import providers
 from binder.providers.registry import (
     BUILTIN_KINDS,
+    DISCOVERY_FAILURE_SECONDS,
     GENERIC_KINDS,
     INFRASTRUCTURE,
     KINDS,
@@ -354,8 +355,25 @@ async def test_get_resolves_oidc_once_for_concurrent_callers() -> None:
     assert again.display_name == "Corp SSO" == registry.display_name("corp-sso")
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def oidc_registry_at(clock: FakeClock) -> ProviderRegistry:
+    return ProviderRegistry.from_json(
+        providers_json(
+            {"name": "corp-sso", "kind": "oidc", "client_id": "corp", "issuer": ISSUER},
+        ),
+        clock=clock,
+    )
+
+
 @pytest.mark.anyio
-async def test_failed_discovery_is_retried() -> None:
+async def test_failed_discovery_is_remembered_then_retried() -> None:
     responses = [httpx2.Response(503), httpx2.Response(200, json=discovery_doc())]
     calls = 0
 
@@ -364,14 +382,54 @@ async def test_failed_discovery_is_retried() -> None:
         calls += 1
         return responses.pop(0)
 
-    registry = oidc_registry()
+    clock = FakeClock()
+    registry = oidc_registry_at(clock)
     async with client(handler) as http:
         with pytest.raises(ProviderDiscoveryError, match="HTTP 503"):
             await registry.get("corp-sso", http)
+        # Within the window: the same error at once, no fetch.
+        clock.now += DISCOVERY_FAILURE_SECONDS - 1
+        with pytest.raises(ProviderDiscoveryError, match="HTTP 503"):
+            await registry.get("corp-sso", http)
+        assert calls == 1
+        # After it: tried again.
+        clock.now += 1
         spec = await registry.get("corp-sso", http)
         assert await registry.get("corp-sso", http) is spec
     assert calls == 2
     assert spec.issuer == ISSUER
+
+
+@pytest.mark.anyio
+async def test_concurrent_callers_of_a_hanging_discovery_cost_one_attempt() -> None:
+    """Twenty callers queued on a discovery that hangs then fails (a server that holds every
+    request until its timeout): one fetch, and every caller gets the error as soon as the
+    first one does."""
+    calls = 0
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        nonlocal calls
+        calls += 1
+        await anyio.sleep(0.2)  # the others arrive and queue on the lock meanwhile
+        return httpx2.Response(503)
+
+    registry = oidc_registry_at(FakeClock())
+    errors: list[str] = []
+    async with client(handler) as http:
+
+        async def fetch() -> None:
+            try:
+                await registry.get("corp-sso", http)
+            except ProviderDiscoveryError as exc:
+                errors.append(str(exc))
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                for _ in range(20):
+                    tg.start_soon(fetch)
+    assert calls == 1
+    assert len(errors) == 20
+    assert len(set(errors)) == 1
 
 
 def test_registry_constructor_refuses_duplicates() -> None:

@@ -232,7 +232,8 @@ entries = []
 for name, kind in KINDS.items():
     entry = {"name": name, "kind": name, "client_id": "c"}
     for field in kind.fields:
-        if field.required:
+        # Optional URLs too (mcp's authorization_server is required with a client_id).
+        if field.required or (field.is_url and not field.agent_only):
             entry[field.name] = "https://%s.example.com/%s" % (name, field.name)
     entries.append(entry)
 registry = ProviderRegistry.from_json(json.dumps(entries))

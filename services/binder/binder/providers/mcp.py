@@ -13,31 +13,59 @@
   request and on every token request, so tokens are bound to this server.
 - Client registration, in the spec's order: the entry's `client_id` (a secret at
   `secret_arn`, else a public client, which `public_client: true` declares so that the CDK app
-  creates no secret for it); else the binder's Client ID Metadata Document
-  (`client_id` = `{PUBLIC_BASE_URL}/oauth2/client-metadata.json`) when the authorization
-  server says `client_id_metadata_document_supported`; else Dynamic Client Registration
-  (RFC 7591), once per issuer, kept in Secrets Manager (binder.registrations); else refused.
+  creates no secret for it), which belongs to one authorization server, so the entry pins it
+  (`authorization_server`); else the binder's Client ID Metadata Document for this provider
+  (`client_id` = `{PUBLIC_BASE_URL}/oauth2/client-metadata/{name}.json`) when the authorization
+  server says both `client_id_metadata_document_supported` and
+  `authorization_response_iss_parameter_supported`; else Dynamic Client Registration
+  (RFC 7591), once per (issuer, provider), kept in Secrets Manager (binder.registrations); else
+  refused.
 - RFC 9207 `iss` on the callback when the server advertises it (the broker's check).
+
+Why one client per provider, and the metadata document only with `iss` (mix-up, RFC 9700
+section 4.4): were one client_id (a shared document, or one registration per issuer) valid
+for the callbacks of several providers, the authorization server of provider B (malicious or
+compromised) could send the user to the honest server A with the binder's client_id and
+`redirect_uri=.../oauth2/callback/B`; A would deliver its code to B's callback, and the binder
+would redeem it at B's token endpoint with the PKCE verifier, handing B a code of A's. Each
+provider's client therefore lists only its own callback (A refuses B's callback for A's
+client), and a provider's metadata document, whose URL any server can name, is served only
+once that provider resolved to it, and used only with a server that sends `iss`, which B's
+callback then requires: a code of A's arrives there with A's `iss` or none, refused either way.
 
 Fields: `url` (required: the MCP endpoint), `scopes` (else the challenge's `scope`, else the
 PRM's `scopes_supported`), `public_client` (true: the pre-registered `client_id` has no
-secret; PKCE only). This module decides what to trust and stays on the standard library
-(the CDK app parses entries at synth); binder.providers.mcp_discovery does the fetching.
+secret; PKCE only), `authorization_server` (the issuer the PRM must name; required with
+`client_id`). Names may not contain "--": the agent names tools `<server>__<tool>` with "-"
+as "_", so `a--b` could meet server `a`'s tool `b__c`.
+
+URLs learnt from discovery documents whose host is an IP literal in a loopback, private,
+link-local, unique-local, unspecified or CGNAT range are refused outside the local stack
+(`check_discovered_url`), so a hostile document cannot point the binder at its own network.
+Host names are not resolved: a name that resolves to such an address is a known limit (the
+binder's egress rules are the control there).
+
+This module decides what to trust and stays on the standard library (the CDK app parses
+entries at synth); binder.providers.mcp_discovery does the fetching.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from binder.providers.schema import (
     BuildContext,
+    Field,
     ProviderConfigError,
     ProviderDiscoveryError,
     ProviderEntry,
     ProviderKind,
     ResolveContext,
+    check_issuer,
     check_url,
     config_error,
     flag_field,
@@ -47,11 +75,15 @@ from binder.providers.schema import (
 )
 from binder.providers.spec import ProviderSpec, entry_fields
 
-# The binder's Client ID Metadata Document, on its public port: the only unauthenticated
-# /oauth2/ path (the edge must let it through without a sign-in).
-CLIENT_METADATA_PATH: Final = "/oauth2/client-metadata.json"
+# The binder's Client ID Metadata Documents, one per mcp provider at `{prefix}{name}.json`, on
+# its public port: the only unauthenticated /oauth2/ paths (the edge lets them through without
+# a sign-in).
+CLIENT_METADATA_PREFIX: Final = "/oauth2/client-metadata/"
 CLIENT_NAME: Final = "Secure agents token binder"
 _DEFAULT_PORTS: Final = {"https": 443, "http": 80}
+# Where a URL from a discovery document must not point (beside loopback, RFC 1918, link-local,
+# unique-local and unspecified, which ipaddress knows): CGNAT (RFC 6598).
+_CGNAT: Final = ipaddress.ip_network("100.64.0.0/10")
 
 
 def discovery_error(name: str, problem: str) -> ProviderDiscoveryError:
@@ -72,18 +104,22 @@ def canonical_resource(url: str) -> str:
     return urlunsplit((scheme, netloc, path, parts.query, ""))
 
 
-def client_metadata_url(public_base_url: str) -> str:
-    """The binder's client_id where the authorization server accepts metadata documents."""
-    return public_base_url.rstrip("/") + CLIENT_METADATA_PATH
+def callback_url(public_base_url: str, name: str) -> str:
+    return f"{public_base_url.rstrip('/')}/oauth2/callback/{name}"
 
 
-def client_metadata_document(public_base_url: str, redirect_uris: Sequence[str]) -> dict[str, Any]:
-    """The Client ID Metadata Document the binder serves: a public client (PKCE, no secret)
-    whose redirect URIs are the callbacks of every mcp provider."""
+def client_metadata_url(public_base_url: str, name: str) -> str:
+    """Provider `name`'s client_id where its authorization server accepts metadata documents."""
+    return f"{public_base_url.rstrip('/')}{CLIENT_METADATA_PREFIX}{name}.json"
+
+
+def client_metadata_document(public_base_url: str, name: str) -> dict[str, Any]:
+    """Provider `name`'s Client ID Metadata Document: a public client (PKCE, no secret) whose
+    only redirect URI is that provider's callback."""
     return {
-        "client_id": client_metadata_url(public_base_url),
+        "client_id": client_metadata_url(public_base_url, name),
         "client_name": CLIENT_NAME,
-        "redirect_uris": list(redirect_uris),
+        "redirect_uris": [callback_url(public_base_url, name)],
         "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"],
         "token_endpoint_auth_method": "none",
@@ -117,11 +153,45 @@ def as_metadata_urls(issuer: str) -> tuple[str, ...]:
     )
 
 
-def _url(name: str, where: str, value: object, loopback: bool) -> str:
+def internal_address(host: str) -> bool:
+    """Whether `host` is an IP literal (any form a resolver accepts: "127.1", "0x7f.1",
+    "2130706433", "[::ffff:10.0.0.1]") in a loopback, private, link-local, unique-local,
+    unspecified, multicast, reserved or CGNAT range. Names are not resolved."""
     try:
-        return check_url(name, where, value, allow_insecure_loopback=loopback)
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+            host.strip("[]")
+        )
+    except ValueError:
+        try:
+            # The forms getaddrinfo takes as IPv4 without a DNS query.
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except (OSError, ValueError):
+            return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_unspecified
+        or address.is_multicast
+        or address.is_reserved
+        or address in _CGNAT
+    )
+
+
+def check_discovered_url(name: str, where: str, value: object, loopback: bool) -> str:
+    """A URL taken from a discovery document: the rules of every provider URL, and outside the
+    local stack (`loopback`) no IP literal of an internal range (SSRF)."""
+    try:
+        url = check_url(name, where, value, allow_insecure_loopback=loopback)
     except ProviderConfigError as exc:
         raise ProviderDiscoveryError(f"{exc} (in the discovery documents)") from None
+    if not loopback and internal_address(urlsplit(url).hostname or ""):
+        raise discovery_error(
+            name, f"{where} points to an internal address (in the discovery documents)"
+        )
+    return url
 
 
 def _strings(name: str, doc: Mapping[str, Any], key: str) -> list[str] | None:
@@ -143,8 +213,9 @@ def checked_scopes(name: str, scopes: Sequence[str]) -> tuple[str, ...]:
 def check_prm(
     entry: ProviderEntry, doc: Mapping[str, Any], *, loopback: bool
 ) -> tuple[str, str, tuple[str, ...]]:
-    """The PRM's resource (which must be the configured URL's), its first authorization
-    server, and the scopes it supports."""
+    """The PRM's resource (which must be the configured URL's), its authorization server (the
+    entry's `authorization_server`, which the PRM must list exactly; else its first), and the
+    scopes it supports."""
     name, url = entry.name, entry.required_text("url")
     resource = doc.get("resource")
     if not isinstance(resource, str) or canonical_resource(resource) != canonical_resource(url):
@@ -156,7 +227,15 @@ def check_prm(
     servers = _strings(name, doc, "authorization_servers")
     if not servers:
         raise discovery_error(name, "the protected resource metadata names no authorization server")
-    issuer = _url(name, "authorization_servers[0]", servers[0], loopback)
+    pinned = entry.text("authorization_server")
+    if pinned is not None and pinned not in servers:
+        raise discovery_error(
+            name,
+            "the server names another authorization server than the configured one "
+            "(authorization_server); refusing it",
+        )
+    chosen = pinned if pinned is not None else servers[0]
+    issuer = check_discovered_url(name, "authorization_servers", chosen, loopback)
     if urlsplit(issuer).query:
         raise discovery_error(name, "the authorization server's URL must not have a query")
     scopes = checked_scopes(name, _strings(name, doc, "scopes_supported") or [])
@@ -191,6 +270,23 @@ def secret_auth_method(name: str, doc: Mapping[str, Any]) -> str:
     )
 
 
+def endpoints(
+    name: str, metadata: Mapping[str, Any], loopback: bool
+) -> tuple[str, str, str | None]:
+    """The authorization server's authorization, token and (optional) revocation endpoints,
+    each checked as a discovered URL."""
+    revocation = metadata.get("revocation_endpoint")
+    return (
+        check_discovered_url(
+            name, "authorization_endpoint", metadata.get("authorization_endpoint"), loopback
+        ),
+        check_discovered_url(name, "token_endpoint", metadata.get("token_endpoint"), loopback),
+        None
+        if revocation is None
+        else check_discovered_url(name, "revocation_endpoint", revocation, loopback),
+    )
+
+
 def build(entry: ProviderEntry, context: BuildContext) -> ProviderSpec:
     """The spec from what mcp_discovery found (`context.document`): `resource`, `issuer`,
     `metadata` (the authorization server's), `scopes` and `client` (client_id, secret_arn,
@@ -200,10 +296,7 @@ def build(entry: ProviderEntry, context: BuildContext) -> ProviderSpec:
         raise discovery_error(name, "built without its discovery documents")
     issuer, metadata, client = doc["issuer"], doc["metadata"], doc["client"]
     check_as_metadata(name, issuer, metadata)
-    revocation = metadata.get("revocation_endpoint")
-    revocation = (
-        None if revocation is None else _url(name, "revocation_endpoint", revocation, loopback)
-    )
+    authorization, token, revocation = endpoints(name, metadata, loopback)
     defaults = entry.scope_list() or tuple(doc.get("scopes") or ())
     return ProviderSpec(
         **{
@@ -211,10 +304,8 @@ def build(entry: ProviderEntry, context: BuildContext) -> ProviderSpec:
             "client_id": client["client_id"],
             "secret_arn": client.get("secret_arn"),
         },
-        authorization_endpoint=_url(
-            name, "authorization_endpoint", metadata.get("authorization_endpoint"), loopback
-        ),
-        token_endpoint=_url(name, "token_endpoint", metadata.get("token_endpoint"), loopback),
+        authorization_endpoint=authorization,
+        token_endpoint=token,
         revocation_endpoint=revocation,
         revocation_style="none" if revocation is None else "rfc7009",
         userinfo_endpoint=None,
@@ -251,7 +342,21 @@ async def resolve(entry: ProviderEntry, context: ResolveContext) -> ProviderSpec
 
 
 def check_entry(entry: ProviderEntry) -> None:
-    """`public_client: true` is a pre-registered client without a secret."""
+    """No "--" in the name (tool names); a pre-registered client names its authorization
+    server; `public_client: true` is a pre-registered client without a secret."""
+    if "--" in entry.name:
+        raise config_error(
+            entry.name,
+            "name",
+            "must not contain '--' for an mcp entry (the agent's tool names would be ambiguous)",
+        )
+    if entry.client_id and entry.text("authorization_server") is None:
+        raise config_error(
+            entry.name,
+            "authorization_server",
+            "is required with client_id (a pre-registered client belongs to one "
+            "authorization server)",
+        )
     if entry.options.get("public_client") is True:
         if not entry.client_id:
             raise config_error(entry.name, "public_client", "needs the client_id it describes")
@@ -259,10 +364,27 @@ def check_entry(entry: ProviderEntry) -> None:
             raise config_error(entry.name, "secret_arn", "is not allowed with public_client")
 
 
+def authorization_server_field() -> Field:
+    """`authorization_server`: an issuer URL (https, no query), compared exactly with the PRM's
+    `authorization_servers` entries."""
+
+    def check(provider: str, value: object, loopback: bool) -> str:
+        return check_issuer(
+            provider, value, allow_insecure_loopback=loopback, field_name="authorization_server"
+        )
+
+    return Field(name="authorization_server", check=check, is_url=True)
+
+
 KIND = ProviderKind(
     name="mcp",
     display_name=None,
-    fields=(url_field("url", required=True), scopes_field(), flag_field("public_client")),
+    fields=(
+        url_field("url", required=True),
+        scopes_field(),
+        flag_field("public_client"),
+        authorization_server_field(),
+    ),
     check_entry=check_entry,
     build=build,
     discovery_url=discovery_url,

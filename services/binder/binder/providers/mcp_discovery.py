@@ -20,11 +20,14 @@ from binder.providers.mcp import (
     CLIENT_NAME,
     KIND,
     as_metadata_urls,
+    callback_url,
     check_as_metadata,
+    check_discovered_url,
     check_prm,
     checked_scopes,
     client_metadata_url,
     discovery_error,
+    endpoints,
     prm_urls,
     secret_auth_method,
 )
@@ -134,9 +137,7 @@ async def discover(entry: ProviderEntry, context: ResolveContext) -> ProviderSpe
     pointer = challenge.get("resource_metadata")
     if pointer is not None:
         try:
-            pointer = check_url(
-                name, "resource_metadata", pointer, allow_insecure_loopback=loopback
-            )
+            pointer = check_discovered_url(name, "resource_metadata", pointer, loopback)
         except ProviderConfigError:
             raise discovery_error(
                 name, "the 401 challenge names an unusable metadata URL"
@@ -149,6 +150,7 @@ async def discover(entry: ProviderEntry, context: ResolveContext) -> ProviderSpe
         name, "authorization server metadata", as_metadata_urls(issuer), http
     )
     check_as_metadata(name, issuer, metadata)
+    endpoints(name, metadata, loopback)  # refused before any registration, not after
     scope = challenge.get("scope")
     scopes = checked_scopes(name, scope.split()) if scope else supported
     client = await choose_client(entry, metadata, context, issuer)
@@ -177,7 +179,9 @@ def _publishable(base: str, *, allow_insecure_loopback: bool) -> bool:
 async def choose_client(
     entry: ProviderEntry, metadata: Mapping[str, Any], context: ResolveContext, issuer: str
 ) -> dict[str, Any]:
-    """The client, in the MCP spec's order: configured, metadata document, RFC 7591."""
+    """The client, in the MCP spec's order: configured, metadata document, RFC 7591; each
+    valid for this provider's callback only. The metadata document only where the server
+    sends RFC 9207 `iss` (the mix-up defence: binder.providers.mcp)."""
     name = entry.name
     if entry.client_id:
         method = "none" if entry.secret_arn is None else secret_auth_method(name, metadata)
@@ -187,11 +191,13 @@ async def choose_client(
             "token_endpoint_auth_method": method,
         }
     base = context.public_base_url
-    if metadata.get("client_id_metadata_document_supported") is True and _publishable(
-        base, allow_insecure_loopback=context.allow_insecure_loopback
+    if (
+        metadata.get("client_id_metadata_document_supported") is True
+        and metadata.get("authorization_response_iss_parameter_supported") is True
+        and _publishable(base, allow_insecure_loopback=context.allow_insecure_loopback)
     ):
         return {
-            "client_id": client_metadata_url(base),
+            "client_id": client_metadata_url(base, name),
             "secret_arn": None,
             "token_endpoint_auth_method": "none",
         }
@@ -200,21 +206,15 @@ async def choose_client(
         raise discovery_error(
             name,
             "no client_id is configured and the authorization server offers neither client "
-            "metadata documents nor dynamic client registration",
+            "metadata documents (with RFC 9207 iss) nor dynamic client registration",
         )
     if context.registrations is None:
         raise discovery_error(name, "dynamic client registration needs the binder's vault")
-    try:
-        endpoint = check_url(
-            name,
-            "registration_endpoint",
-            endpoint,
-            allow_insecure_loopback=context.allow_insecure_loopback,
-        )
-    except ProviderConfigError as exc:
-        raise ProviderDiscoveryError(f"{exc} (in the discovery documents)") from None
-    callback = f"{base.rstrip('/')}/oauth2/callback/{name}"
-    redirect_uris = tuple(dict.fromkeys((*context.redirect_uris, callback)))
+    endpoint = check_discovered_url(
+        name, "registration_endpoint", endpoint, context.allow_insecure_loopback
+    )
+    callback = callback_url(base, name)
+    redirect_uris = (callback,)
 
     async def register() -> RegisteredClient:
         return await register_client(

@@ -8,7 +8,8 @@ Two modules declaring the same kind, or a kind module without `KIND`, fail this 
 `ProviderRegistry` holds the providers of one binder process, built once at start from the
 PROVIDERS environment variable (a JSON list, no secrets in it: client secrets live in Secrets
 Manager and only their ARNs appear here). A kind that discovers its endpoints resolves on first
-use, once; the others resolve at start. Standard library only at import (the CDK app imports
+use, once (a failed discovery is remembered for `DISCOVERY_FAILURE_SECONDS`); the others
+resolve at start. Standard library only at import (the CDK app imports
 this module at synth); the network code (`binder.providers.discovery`) is imported on the
 first discovery.
 """
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 from binder.providers.schema import (
     COMMON_FIELDS,
     BuildContext,
+    ProviderConfigError,
     ProviderEntry,
     ProviderKind,
     ResolveContext,
@@ -39,6 +42,10 @@ if TYPE_CHECKING:
     import anyio
     import httpx2
 
+# How long a failed discovery is answered from memory: an unauthenticated caller (the public
+# client metadata route) or a burst of users cannot make the binder fetch from a broken or
+# hanging server more than once per window.
+DISCOVERY_FAILURE_SECONDS: Final = 30.0
 # Modules of this package that are not kinds.
 INFRASTRUCTURE: Final = frozenset({"discovery", "mcp_discovery", "registry", "schema", "spec"})
 
@@ -119,9 +126,13 @@ class ProviderRegistry:
         allow_insecure_loopback: bool = False,
         public_base_url: str = "",
         registrations: Any = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._public_base_url = public_base_url.rstrip("/")
         self._registrations = registrations
+        self._clock = clock
+        # name -> (when it failed, the error), for DISCOVERY_FAILURE_SECONDS
+        self._failures: dict[str, tuple[float, ProviderConfigError]] = {}
         self._listings: dict[str, ProviderListing] = {}
         self._resolved: dict[str, ProviderSpec] = {}
         self._pending: dict[str, PendingProvider] = {}
@@ -149,6 +160,7 @@ class ProviderRegistry:
         allow_insecure_loopback: bool = False,
         public_base_url: str = "",
         registrations: Any = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> ProviderRegistry:
         """Parse the PROVIDERS variable. Kinds that discover resolve on first get; others now.
 
@@ -166,6 +178,7 @@ class ProviderRegistry:
             allow_insecure_loopback=allow_insecure_loopback,
             public_base_url=public_base_url,
             registrations=registrations,
+            clock=clock,
         )
 
     def names(self) -> tuple[str, ...]:
@@ -180,13 +193,10 @@ class ProviderRegistry:
         listing = self._listings.get(name)
         return name if listing is None else listing.display_name
 
-    def callback_urls(self, kind: str) -> tuple[str, ...]:
-        """The binder's callback URL of every provider of `kind`, in configured order."""
-        return tuple(
-            f"{self._public_base_url}/oauth2/callback/{p.name}"
-            for p in self._listings.values()
-            if p.kind == kind
-        )
+    def kind_of(self, name: str) -> str | None:
+        """The provider's kind; None for a name not configured."""
+        listing = self._listings.get(name)
+        return None if listing is None else listing.kind
 
     def __contains__(self, name: object) -> bool:
         return name in self._listings
@@ -195,8 +205,9 @@ class ProviderRegistry:
         """The provider's spec; KeyError for an unknown name.
 
         The first call for a discovering kind fetches its document; concurrent first calls
-        share one fetch (per-name lock). A failed discovery is not cached, so the next call
-        tries again.
+        share one fetch (per-name lock). A failed discovery (ProviderConfigError) is raised
+        again, without a fetch, to every caller for DISCOVERY_FAILURE_SECONDS (those queued on
+        the lock included); the first call after that tries again.
         """
         spec = self._resolved.get(name)
         if spec is not None:
@@ -211,24 +222,41 @@ class ProviderRegistry:
         lock = self._locks.get(name)
         if lock is None:
             lock = self._locks[name] = anyio.Lock()
+        self._raise_recent_failure(name)
         async with lock:
             spec = self._resolved.get(name)
             if spec is not None:
                 return spec
+            self._raise_recent_failure(name)
             entry = self._pending[name].entry
             kind = KINDS[entry.kind]
-            if kind.resolve is not None:
-                context = ResolveContext(
-                    http=http,
-                    allow_insecure_loopback=self._allow_insecure_loopback,
-                    public_base_url=self._public_base_url,
-                    redirect_uris=self.callback_urls(kind.name),
-                    registrations=self._registrations,
-                )
-                spec = await kind.resolve(entry, context)
-            else:
-                spec = await resolve(
-                    entry, http, allow_insecure_loopback=self._allow_insecure_loopback
-                )
+            try:
+                if kind.resolve is not None:
+                    context = ResolveContext(
+                        http=http,
+                        allow_insecure_loopback=self._allow_insecure_loopback,
+                        public_base_url=self._public_base_url,
+                        registrations=self._registrations,
+                    )
+                    spec = await kind.resolve(entry, context)
+                else:
+                    spec = await resolve(
+                        entry, http, allow_insecure_loopback=self._allow_insecure_loopback
+                    )
+            except ProviderConfigError as exc:
+                self._failures[name] = (self._clock(), exc)
+                raise
+            self._failures.pop(name, None)
             self._resolved[name] = spec
             return spec
+
+    def _raise_recent_failure(self, name: str) -> None:
+        failed = self._failures.get(name)
+        if failed is None:
+            return
+        when, exc = failed
+        if self._clock() - when >= DISCOVERY_FAILURE_SECONDS:
+            del self._failures[name]
+            return
+        # A copy, so the stored error does not collect every caller's traceback.
+        raise type(exc)(str(exc), field=exc.field, problem=exc.problem)

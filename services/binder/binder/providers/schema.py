@@ -178,11 +178,17 @@ def check_url(provider: str, field_name: str, url: object, *, allow_insecure_loo
     raise config_error(provider, field_name, "must be an https URL")
 
 
-def check_issuer(provider: str, issuer: object, *, allow_insecure_loopback: bool) -> str:
-    url = check_url(provider, "issuer", issuer, allow_insecure_loopback=allow_insecure_loopback)
+def check_issuer(
+    provider: str,
+    issuer: object,
+    *,
+    allow_insecure_loopback: bool,
+    field_name: str = "issuer",
+) -> str:
+    url = check_url(provider, field_name, issuer, allow_insecure_loopback=allow_insecure_loopback)
     if urlsplit(url).query:
         # OIDC Discovery 1.0 section 3: the issuer has no query or fragment component.
-        raise config_error(provider, "issuer", "must not contain a query")
+        raise config_error(provider, field_name, "must not contain a query")
     return url
 
 
@@ -296,14 +302,12 @@ class ResolveContext:
 
     Typed loosely: this module stays on the standard library, and the binder fills it in.
     `http` is the binder's httpx2.AsyncClient; `public_base_url` its public origin;
-    `redirect_uris` the callback URLs of every entry of the kind (a registration covers them
-    all); `registrations` the store of dynamically registered clients (None: not available).
+    `registrations` the store of dynamically registered clients (None: not available).
     """
 
     http: Any
     allow_insecure_loopback: bool = False
     public_base_url: str = ""
-    redirect_uris: tuple[str, ...] = ()
     registrations: Any = None
 
 
