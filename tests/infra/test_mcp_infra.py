@@ -188,7 +188,12 @@ def _providers_json(synth: Synthesized) -> list[dict[str, Any]]:
 def test_a_declared_public_client_gets_no_secret_and_reaches_the_binder_as_public() -> None:
     """A server that gave the operator a client id without a secret: no secret nobody could
     fill is created, and the binder reads the entry as a public client (PKCE only)."""
-    entry = {"kind": "mcp", "url": "https://mcp.example.com/mcp", "client_id": "pre"}
+    entry = {
+        "kind": "mcp",
+        "url": "https://mcp.example.com/mcp",
+        "client_id": "pre",
+        "authorization_server": "https://auth.example.com",
+    }
     context = {**example_context(), "providers": {"crm-tools": {**entry, "public_client": True}}}
     (public,) = AppConfig.from_context(context.get).providers
     assert not public.has_credentials
