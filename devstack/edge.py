@@ -50,14 +50,13 @@ from typing import Any
 import anyio.to_thread
 import boto3
 import httpx2
-import uvicorn
 from botocore.exceptions import BotoCoreError, ClientError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from devstack import logs
+from devstack import serving
 
 LOOPBACK = "127.0.0.1"
 COOKIE = "edge_session"
@@ -608,23 +607,15 @@ def create_edge(
     return app
 
 
-def _loopback_url(value: str) -> str:
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme != "http" or parts.hostname not in (LOOPBACK, "localhost"):
-        raise argparse.ArgumentTypeError(f"not a loopback http URL: {value}")
-    return value.rstrip("/")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="The local stack's dev edge (ALB stand-in).")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--binder-public", type=_loopback_url, required=True)
-    parser.add_argument("--agent", type=_loopback_url, required=True)
-    parser.add_argument("--cognito-endpoint", type=_loopback_url, required=True)
+    parser.add_argument("--binder-public", type=serving.loopback_url, required=True)
+    parser.add_argument("--agent", type=serving.loopback_url, required=True)
+    parser.add_argument("--cognito-endpoint", type=serving.loopback_url, required=True)
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--region", default="us-east-1")
     args = parser.parse_args()
-    logs.configure(logging.INFO)  # httpx2 would log every URL: callbacks hold codes
     config = EdgeConfig(
         binder_public=args.binder_public,
         agent=args.agent,
@@ -632,14 +623,8 @@ def main() -> None:
         user_pool_client_id=args.client_id,
         region=args.region,
     )
-    uvicorn.run(
-        create_edge(config),
-        host=LOOPBACK,
-        port=args.port,
-        log_level="warning",
-        proxy_headers=False,
-        server_header=False,
-    )
+    # Quiet logging (serving.serve): httpx2 would log every URL, and callbacks hold codes.
+    serving.serve(create_edge(config), args.port)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
-import uvicorn
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.applications import Starlette
@@ -62,7 +61,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from devstack import logs
+from devstack import serving
 from devstack.edge import read_body
 
 LOOPBACK = "127.0.0.1"
@@ -870,16 +869,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[AuthConfig, int]:
 
 def main(argv: list[str] | None = None) -> None:
     config, port = config_from_args(argv)
-    logs.configure(logging.INFO)
-    uvicorn.run(
-        create_app(config),
-        host=LOOPBACK,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-    )
+    serving.serve(create_app(config), port)
 
 
 if __name__ == "__main__":

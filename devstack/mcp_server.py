@@ -49,7 +49,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
 import httpx2
-import uvicorn
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, RSAKey
@@ -68,7 +67,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from devstack import logs
+from devstack import serving
 
 LOOPBACK = "127.0.0.1"
 PATH = "/mcp"
@@ -460,17 +459,10 @@ def mcp_provider_entry(
     return entry
 
 
-def _loopback_url(value: str) -> str:
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme != "http" or parts.hostname not in (LOOPBACK, "localhost"):
-        raise argparse.ArgumentTypeError(f"not a loopback http URL: {value}")
-    return value.rstrip("/")
-
-
 def config_from_args(argv: list[str] | None = None) -> tuple[McpConfig, int]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--issuer", type=_loopback_url, required=True)
+    parser.add_argument("--issuer", type=serving.loopback_url, required=True)
     parser.add_argument("--scope", default=SCOPE)
     args = parser.parse_args(argv)
     resource = f"http://{LOOPBACK}:{args.port}{PATH}"
@@ -479,18 +471,9 @@ def config_from_args(argv: list[str] | None = None) -> tuple[McpConfig, int]:
 
 def main(argv: list[str] | None = None) -> None:
     config, port = config_from_args(argv)
-    logs.configure(logging.INFO)
     # The SDK logs each session at INFO with its id; a session id is a bearer-like handle.
     logging.getLogger("mcp").setLevel(logging.WARNING)
-    uvicorn.run(
-        create_app(config),
-        host=LOOPBACK,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-    )
+    serving.serve(create_app(config), port)
 
 
 if __name__ == "__main__":

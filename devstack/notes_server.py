@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import time
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -46,7 +45,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
-import uvicorn
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, RSAKey
@@ -55,7 +53,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from devstack import logs
+from devstack import serving
 from devstack.edge import read_body
 
 LOOPBACK = "127.0.0.1"
@@ -389,17 +387,10 @@ def create_app(
     return app
 
 
-def _loopback_url(value: str) -> str:
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme != "http" or parts.hostname not in (LOOPBACK, "localhost"):
-        raise argparse.ArgumentTypeError(f"not a loopback http URL: {value}")
-    return value.rstrip("/")
-
-
 def config_from_args(argv: list[str] | None = None) -> tuple[NotesConfig, int]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--issuer", type=_loopback_url, required=True)
+    parser.add_argument("--issuer", type=serving.loopback_url, required=True)
     parser.add_argument("--client-id", dest="client_ids", action="append", required=True)
     parser.add_argument("--audience", default=None, help="default: http://127.0.0.1:PORT")
     parser.add_argument("--scope", default=SCOPE)
@@ -418,16 +409,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[NotesConfig, int]:
 
 def main(argv: list[str] | None = None) -> None:
     config, port = config_from_args(argv)
-    logs.configure(logging.INFO)
-    uvicorn.run(
-        create_app(config),
-        host=LOOPBACK,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-    )
+    serving.serve(create_app(config), port)
 
 
 if __name__ == "__main__":
