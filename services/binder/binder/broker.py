@@ -263,17 +263,7 @@ class Broker:
             # The provider now resolves to another resource or authorization server, so
             # neither this access token nor its refresh token may be sent anywhere: consent
             # again (which replaces the record).
-            audit(
-                "request_rejected",
-                outcome="refused",
-                request_id=request_id,
-                user_hash=user.user_hash,
-                provider=spec.name,
-                reason="audience_mismatch",
-            )
-            return await self._consent(
-                user, spec, scopes, return_url, "audience_mismatch", request_id
-            )
+            return await self._audience_mismatch(user, spec, scopes, return_url, request_id)
         if not record.covers(scopes):
             # Keep what was granted (within the operator's allow-list) and add what is asked.
             kept = [
@@ -294,17 +284,7 @@ class Broker:
             if not bound_to(record, spec):
                 # Re-read under the refresh lock and found bound elsewhere (rewritten since the
                 # first read): not refreshed, not handed out.
-                audit(
-                    "request_rejected",
-                    outcome="refused",
-                    request_id=request_id,
-                    user_hash=user.user_hash,
-                    provider=spec.name,
-                    reason="audience_mismatch",
-                )
-                return await self._consent(
-                    user, spec, scopes, return_url, "audience_mismatch", request_id
-                )
+                return await self._audience_mismatch(user, spec, scopes, return_url, request_id)
             if record.status != ACTIVE:
                 return await self._consent(
                     user, spec, scopes, return_url, REAUTHORIZATION_REQUIRED, request_id
@@ -584,6 +564,26 @@ class Broker:
         if session is None:
             raise FlowError("unknown_session", 404)
         return session
+
+    async def _audience_mismatch(
+        self,
+        user: VerifiedUser,
+        spec: ProviderSpec,
+        scopes: tuple[str, ...],
+        return_url: str | None,
+        request_id: str,
+    ) -> ConsentRequired:
+        """A stored token bound to another resource or authorization server: audited, never
+        sent anywhere, and the user asked to consent again (which replaces the record)."""
+        audit(
+            "request_rejected",
+            outcome="refused",
+            request_id=request_id,
+            user_hash=user.user_hash,
+            provider=spec.name,
+            reason="audience_mismatch",
+        )
+        return await self._consent(user, spec, scopes, return_url, "audience_mismatch", request_id)
 
     async def _consent(
         self,
