@@ -78,8 +78,10 @@ class FakeBinder:
     mcp_providers: frozenset[str] = frozenset()
     provider_tokens: dict[str, str] = field(default_factory=dict)
     consent_providers: frozenset[str] = frozenset()
-    # provider -> the status /internal/tokens answers for it (a failed discovery is a 502).
-    failing_providers: dict[str, int] = field(default_factory=dict)
+    # provider -> the status /internal/tokens answers for it, and the binder's `code` in the
+    # body (None: no JSON body, as from a load balancer). A failed discovery is 502
+    # provider_discovery.
+    failing_providers: dict[str, tuple[int, str | None]] = field(default_factory=dict)
     providers_status: int = 200
     max_pending: int = 5
     ttl_seconds: int = 600
@@ -182,8 +184,11 @@ class FakeBinder:
         if self.mode == "down":
             return httpx2.Response(503, headers={"retry-after": "7"}, json={"error": "x"})
         if provider in self.failing_providers:
-            status = self.failing_providers[provider]
-            return httpx2.Response(status, headers={"retry-after": "7"}, json={"error": "x"})
+            status, code = self.failing_providers[provider]
+            if code is None:
+                return httpx2.Response(status, text="Bad Gateway")
+            body = {"error": "temporarily_unavailable", "code": code, "retry_after": 7}
+            return httpx2.Response(status, headers={"retry-after": "7"}, json=body)
         return httpx2.Response(
             200,
             json={

@@ -640,15 +640,25 @@ async def test_a_5xx_for_one_user_does_not_hide_the_server_from_the_next() -> No
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("status", "kept"), [(502, True), (504, True), (429, False)])
-async def test_a_binder_that_cannot_give_the_servers_token_is_kept_unless_it_is_rate_limiting(
-    status: int, kept: bool
+@pytest.mark.parametrize(
+    ("status", "code", "kept"),
+    [
+        (502, "provider_discovery", True),  # the binder could not discover the server
+        (502, None, True),  # no binder behind the load balancer
+        (504, None, True),
+        (429, "rate_limited", False),  # this user's rate limit
+        (502, "provider_invalid_scope", False),  # the provider refused this user's refresh
+        (503, "refresh_busy", False),  # this user's refresh is running elsewhere
+    ],
+)
+async def test_only_a_binder_failure_common_to_every_user_hides_the_server_from_others(
+    status: int, code: str | None, kept: bool
 ) -> None:
-    """A 502 is the binder's failed discovery of the server, the same for every user: kept
-    for the window. A 429 is one user's rate limit: it must not hide the server from others."""
+    """What is the same for every user is kept for the window; what depends on one user's
+    token or rate must never hide the server from the others."""
     async with stack(servers=(RAW, NOTES)) as s:
         s.raw.tools = [_tool("ping")]
-        s.binder.failing_providers["raw"] = status
+        s.binder.failing_providers["raw"] = (status, code)
         first = await s.turn(user="alice")
         assert "The token service did not give a token for raw" in first.reply
         s.binder.failing_providers.clear()
@@ -659,6 +669,22 @@ async def test_a_binder_that_cannot_give_the_servers_token_is_kept_unless_it_is_
         s.clock[0] += DOWN_SECONDS + 1
         await s.turn(user="carol")
         assert "raw__ping" in _names(s.model.tools)
+
+
+@pytest.mark.anyio
+async def test_an_sdk_that_cannot_be_imported_costs_the_mcp_tools_not_the_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken() -> None:
+        raise ImportError("no module named mcp")
+
+    monkeypatch.setattr("agent.mcp_toolbox.load_sdk", broken)
+    async with stack(servers=(RAW, NOTES)) as s:
+        s.toolbox._sdk_loaded.clear()
+        result = await s.turn()
+    assert "The tools of the MCP server raw are unavailable right now." in result.reply
+    assert "The tools of the MCP server mcpnotes are unavailable right now." in result.reply
+    assert s.net.seen == []
 
 
 @pytest.mark.anyio

@@ -94,10 +94,15 @@ class ActionRefused:
 
 
 class BinderUnavailable(Exception):
-    def __init__(self, code: str, retry_after: int = 5) -> None:
+    """The binder could not answer now. `code` says how (binder_502, binder_unreachable, an
+    httpx2 error name); `reason` is the binder's own code from its JSON answer when it gave one
+    (provider_discovery, refresh_busy, ...), at most 64 characters of [a-z0-9_:]."""
+
+    def __init__(self, code: str, retry_after: int = 5, *, reason: str | None = None) -> None:
         super().__init__(code)
         self.code = code
         self.retry_after = retry_after
+        self.reason = reason
 
 
 class BinderRefused(Exception):
@@ -107,6 +112,18 @@ class BinderRefused(Exception):
         super().__init__(f"{status} {code}")
         self.status = status
         self.code = code
+
+
+_REASON = re.compile(r"[a-z0-9_:]{1,64}")
+
+
+def _reason(response: httpx2.Response) -> str | None:
+    """The binder's `code` in an error answer (a load balancer's 502 has none)."""
+    try:
+        code = response.json().get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) and _REASON.fullmatch(code) else None
 
 
 class BinderClient:
@@ -294,7 +311,9 @@ class BinderClient:
             if response.status_code in (502, 503, 504, 429):
                 retry = response.headers.get("retry-after", "5")
                 raise BinderUnavailable(
-                    f"binder_{response.status_code}", int(retry) if retry.isdigit() else 5
+                    f"binder_{response.status_code}",
+                    int(retry) if retry.isdigit() else 5,
+                    reason=_reason(response),
                 )
             return response
         raise BinderUnavailable("binder_unreachable")  # pragma: no cover - the loop returns

@@ -6,11 +6,11 @@ For each server of AGENT_MCP_SERVERS (concurrently): a token for the server's bi
 the listing adapted (tools/mcp.py). The adapted tools are kept per (user, server) for ``ttl``
 seconds in a bounded LRU cache, so a conversation lists each server about once a minute.
 Failures are not kept per user, with one exception: a server that could not be reached or did
-not answer in time, or for which the binder could not give a token (its discovery failed, or
-the binder did not answer), is left alone by every user's turns for ``DOWN_SECONDS``, so that
-a hung server costs one timeout per window rather than one per turn (a 401, a 5xx, a binder
-refusal or a binder 429 depends on the user's token or the request, so one user's failure
-never hides a server from the others).
+not answer in time, or whose discovery the binder failed (or the binder did not answer), is
+left alone by every user's turns for ``DOWN_SECONDS``, so that a hung server costs one timeout
+per window rather than one per turn (a 401, a 5xx, a binder refusal, a refused refresh or a
+429 depends on the user's token or the request, so one user's failure never hides a server
+from the others: ``_server_wide``).
 Every failure becomes a notice for the reply, never an exception: a server that is down costs
 the user its tools for that turn, nothing else.
 
@@ -57,6 +57,17 @@ class _Entry:
     stored_at: float
     tools: tuple[McpTool, ...]
     notices: tuple[str, ...]
+
+
+def _server_wide(exc: BinderUnavailable) -> bool:
+    """Whether the binder's failure is the same for every user of this server: its discovery
+    of the server failed (`provider_discovery`), or the binder did not answer at all. A 429 is
+    this user's rate limit, and a refresh the provider refused or one still running (502
+    `provider_*`, 503 `refresh_busy`) is this user's token: those never hide the server from
+    the others."""
+    if exc.reason is not None:
+        return exc.reason == "provider_discovery"
+    return exc.code != "binder_429"
 
 
 class McpToolbox:
@@ -109,7 +120,18 @@ class McpToolbox:
         """Every server's tools for this user (see the module doc); never raises."""
         found: dict[str, tuple[Sequence[McpTool], Sequence[str], ConsentNeeded | None]] = {}
         if not self._sdk_loaded.is_set():
-            await anyio.to_thread.run_sync(self._load_sdk)
+            try:
+                await anyio.to_thread.run_sync(self._load_sdk)
+            except Exception as exc:  # a broken image: every server's tools, not the turn
+                logger.warning(
+                    "mcp sdk import failed", extra={"fields": {"error": type(exc).__name__}}
+                )
+                return Discovery(
+                    notices=[
+                        f"The tools of the MCP server {server.name} are unavailable right now."
+                        for server in self.servers
+                    ]
+                )
 
         async def one(server: McpServer) -> None:
             try:
@@ -165,10 +187,7 @@ class McpToolbox:
                 extra={"fields": {"server": server.name, "error": str(exc)[:64]}},
             )
             notice = f"The token service did not give a token for {server.name}."
-            if isinstance(exc, BinderUnavailable) and exc.code != "binder_429":
-                # The binder could not reach the server's authorization (its discovery failed,
-                # or it timed out): the same for every user, so kept like a server that is down.
-                # A 429 is this user's rate limit, and a refusal (4xx) this user's token.
+            if isinstance(exc, BinderUnavailable) and _server_wide(exc):
                 self._down[server.name] = (self._clock(), notice)
             return (), (notice,), None
         if isinstance(grant, ConsentNeeded):
