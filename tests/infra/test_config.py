@@ -209,7 +209,8 @@ def test_mcp_entries_past_the_agents_limits_are_refused_at_synth() -> None:
     assert len(sixteen.agent_mcp_servers) == 16
     assert [p.has_credentials for p in sixteen.providers] == [False] * 16
     # A pre-registered client: a credentials secret, and the agent entry carries no id.
-    (crm,) = _config(providers={"crm": {**server, "client_id": "c", "scopes": ["r"]}}).providers
+    pinned = {**server, "client_id": "c", "authorization_server": "https://auth.corp.example"}
+    (crm,) = _config(providers={"crm": {**pinned, "scopes": ["r"]}}).providers
     assert crm.has_credentials
     assert crm.mcp_server() == {"name": "crm", "url": server["url"], "scopes": ["r"]}
     with pytest.raises(ValueError, match="needs its secret ARN"):

@@ -731,7 +731,7 @@ def public_routes(services: Services) -> list[Route]:
         if spec.client_id != mcp.client_metadata_url(base, name):
             return _no_document()
         return JSONResponse(
-            mcp.client_metadata_document(base, name),
+            mcp.client_metadata_document(base, name, services.registry.display_name(name)),
             headers={"cache-control": "public, max-age=300"},
         )
 
@@ -823,6 +823,8 @@ def public_routes(services: Services) -> list[Route]:
         Route("/oauth2/actions/{action_id}/deny", deny, methods=["POST"]),
         Route("/oauth2/authorize/{session_id}", authorize, methods=["GET"]),
         Route(f"{mcp.CLIENT_METADATA_PREFIX}{{name}}.json", client_metadata, methods=["GET"]),
+        # Everything else under the prefix (the edge passes it without a sign-in): the same 404.
+        Route(f"{mcp.CLIENT_METADATA_PREFIX}{{rest:path}}", no_document, methods=["GET"]),
         Route("/oauth2/callback/{provider}", callback, methods=["GET"]),
         Route("/oauth2/connections", connections, methods=["GET"]),
         Route("/oauth2/connections/{provider}/disconnect", disconnect, methods=["POST"]),
@@ -834,6 +836,10 @@ ALB_HEADER_BYTES = ALB_TOKEN_HEADER.encode("latin-1")
 
 def _no_document() -> Response:
     return JSONResponse({"error": "not_found"}, status_code=404)
+
+
+async def no_document(request: Request) -> Response:
+    return _no_document()
 
 
 def _same_origin(request: Request, base: str) -> bool:

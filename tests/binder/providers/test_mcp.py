@@ -274,7 +274,8 @@ def test_the_metadata_document_flow(aws: dict[str, Any], cognito: Cognito) -> No
         assert doc.headers["cache-control"] == "public, max-age=300"
         assert doc.json() == {
             "client_id": client_id,
-            "client_name": "Secure agents token binder",
+            # The consent screen says which server the binder asks for.
+            "client_name": "Secure agents token binder for mcp-a",
             "redirect_uris": [f"{BASE}/oauth2/callback/mcp-a"],
             "grant_types": ["authorization_code", "refresh_token"],
             "response_types": ["code"],
@@ -328,11 +329,15 @@ def test_a_metadata_document_only_for_an_mcp_provider_that_resolved_to_it(
                 "/oauth2/client-metadata/fake.json",  # a github provider
                 "/oauth2/client-metadata/nobody.json",
                 "/oauth2/client-metadata/mcp-a.json.json",
+                "/oauth2/client-metadata/.json",
+                "/oauth2/client-metadata/a/b.json",
+                "/oauth2/client-metadata/",
                 "/oauth2/client-metadata.json",
             )
         ]
-        assert [r.status_code for r in refused] == [404] * 5
-        assert {r.content for r in refused[:4]} == {b'{"error":"not_found"}'}
+        assert [r.status_code for r in refused] == [404] * 8
+        # Under the prefix (what the edge passes without a sign-in), one answer for all.
+        assert {r.content for r in refused[:7]} == {b'{"error":"not_found"}'}
         assert other.registrations[0]["redirect_uris"] == [f"{BASE}/oauth2/callback/mcp-b"]
 
 

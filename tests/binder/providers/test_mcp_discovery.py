@@ -236,7 +236,7 @@ async def test_a_confidential_registration_keeps_its_secret_in_the_vault(vault: 
     store = ClientRegistrations(vault=vault)
     spec = await resolve(mcp, store)
     assert spec.token_endpoint_auth_method == "client_secret_post"
-    assert spec.secret_arn == store.secret_name(AS, "tools")
+    assert spec.secret_arn == store.secret_name("tools")
     value = json.loads(
         boto3.client("secretsmanager", region_name="us-east-1").get_secret_value(
             SecretId=spec.secret_arn
@@ -249,7 +249,7 @@ async def test_a_confidential_registration_keeps_its_secret_in_the_vault(vault: 
 async def test_a_stale_claim_is_taken_over(vault: Vault) -> None:
     auth, mcp = servers()
     store = ClientRegistrations(vault=vault, claim_seconds=0.0)
-    name = store.secret_name(AS, "tools")
+    name = store.secret_name("tools")
     # A binder died after claiming the registration.
     await vault.create_secret(
         name,
@@ -302,9 +302,13 @@ async def test_registrations_are_per_provider_and_checked_on_read(vault: Vault) 
         [f"{BASE}/oauth2/callback/tools"],
         [f"{BASE}/oauth2/callback/notes"],
     ]
-    assert store.secret_name(AS, "tools") != store.secret_name(AS, "notes")
+    assert [r["client_name"] for r in auth.registrations] == [
+        "Secure agents token binder for tools",
+        "Secure agents token binder for notes",
+    ]
+    assert store.secret_name("tools") != store.secret_name("notes")
     # "tools"'s secret rewritten to hold notes's client: refused, never handed to tools.
-    name = store.secret_name(AS, "tools")
+    name = store.secret_name("tools")
     _value, version = await vault.read_secret(name) or ("", "")
     forged = {
         "status": "registered",
@@ -315,8 +319,29 @@ async def test_registrations_are_per_provider_and_checked_on_read(vault: Vault) 
         "redirect_uris": [f"{BASE}/oauth2/callback/tools"],
     }
     await vault.swap_secret(name, json.dumps(forged), expected=version)
-    with pytest.raises(ProviderDiscoveryError, match="registration unavailable"):
-        await resolve(mcp, ClientRegistrations(vault=vault, wait_seconds=0.2))
+    third = await resolve(mcp, ClientRegistrations(vault=vault, wait_seconds=0.2))
+    assert third.client_id not in (first.client_id, second.client_id)
+    assert auth.registrations[-1]["redirect_uris"] == [f"{BASE}/oauth2/callback/tools"]
+
+
+async def test_a_server_naming_new_issuers_costs_one_secret_not_one_per_issuer(
+    vault: Vault,
+) -> None:
+    """A registration for another issuer is replaced in the provider's one secret, never used
+    (the server moved, or it names a new authorization server at each discovery)."""
+    auth, mcp = servers()
+    store = ClientRegistrations(vault=vault)
+    first = await resolve(mcp, store)
+    name = store.secret_name("tools")
+    value, version = await vault.read_secret(name) or ("", "")
+    moved = {**json.loads(value), "issuer": "https://old-as.test"}
+    await vault.swap_secret(name, json.dumps(moved), expected=version)
+    again = await resolve(mcp, ClientRegistrations(vault=vault))
+    assert again.client_id != first.client_id
+    assert len(auth.registrations) == 2
+    listed = boto3.client("secretsmanager", region_name="us-east-1").list_secrets()
+    clients = [s["Name"] for s in listed["SecretList"] if "/_mcp-client/" in s["Name"]]
+    assert clients == [name]
 
 
 # -- the pinned authorization server ------------------------------------------------------
@@ -364,6 +389,14 @@ async def test_the_pinned_server_is_used_even_when_not_first(vault: Vault) -> No
         "[fe80::1]",
         "[fd00::1]",
         "[::ffff:169.254.169.254]",
+        "localhost",
+        "localhost.",
+        "metadata.localhost",
+        "127.0.0.1.",
+        "[2002:a00:1::]",  # 6to4 of 10.0.0.1
+        "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",  # Teredo
+        "[64:ff9b::a9fe:a9fe]",  # NAT64 of 169.254.169.254
+        "[fe80::1%25eth0]",
     ],
 )
 def test_discovered_urls_at_internal_addresses_are_refused(host: str) -> None:

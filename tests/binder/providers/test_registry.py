@@ -401,6 +401,27 @@ async def test_failed_discovery_is_remembered_then_retried() -> None:
 
 
 @pytest.mark.anyio
+async def test_an_unexpected_discovery_failure_is_remembered_without_its_text() -> None:
+    """A failure that is not a ProviderConfigError (a parser breaking on a document, a bug)
+    is remembered like one, or anyone could repeat it at will; its text may quote a value."""
+    calls = 0
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("secret-looking detail")
+
+    registry = oidc_registry_at(FakeClock())
+    async with client(handler) as http:
+        for _ in range(3):
+            with pytest.raises(ProviderDiscoveryError) as failed:
+                await registry.get("corp-sso", http)
+            assert "secret-looking" not in str(failed.value)
+            assert "corp-sso" in str(failed.value)
+    assert calls == 1
+
+
+@pytest.mark.anyio
 async def test_concurrent_callers_of_a_hanging_discovery_cost_one_attempt() -> None:
     """Twenty callers queued on a discovery that hangs then fails (a server that holds every
     request until its timeout): one fetch, and every caller gets the error as soon as the

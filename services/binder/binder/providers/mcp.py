@@ -84,6 +84,7 @@ _DEFAULT_PORTS: Final = {"https": 443, "http": 80}
 # Where a URL from a discovery document must not point (beside loopback, RFC 1918, link-local,
 # unique-local and unspecified, which ipaddress knows): CGNAT (RFC 6598).
 _CGNAT: Final = ipaddress.ip_network("100.64.0.0/10")
+_NAT64: Final = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
 def discovery_error(name: str, problem: str) -> ProviderDiscoveryError:
@@ -98,7 +99,7 @@ def canonical_resource(url: str) -> str:
     host = (parts.hostname or "").lower()
     if ":" in host:
         host = f"[{host}]"
-    port = parts.port
+    port = parts.port  # ValueError when out of range: check_prm refuses such a resource
     netloc = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
     path = "" if parts.path == "/" else parts.path
     return urlunsplit((scheme, netloc, path, parts.query, ""))
@@ -113,12 +114,18 @@ def client_metadata_url(public_base_url: str, name: str) -> str:
     return f"{public_base_url.rstrip('/')}{CLIENT_METADATA_PREFIX}{name}.json"
 
 
-def client_metadata_document(public_base_url: str, name: str) -> dict[str, Any]:
+def client_name(display_name: str) -> str:
+    """The name an authorization server shows on its consent screen: the binder's, and which
+    server it asks for, since every mcp provider has a client of its own."""
+    return f"{CLIENT_NAME} for {display_name}"
+
+
+def client_metadata_document(public_base_url: str, name: str, display_name: str) -> dict[str, Any]:
     """Provider `name`'s Client ID Metadata Document: a public client (PKCE, no secret) whose
     only redirect URI is that provider's callback."""
     return {
         "client_id": client_metadata_url(public_base_url, name),
-        "client_name": CLIENT_NAME,
+        "client_name": client_name(display_name),
         "redirect_uris": [callback_url(public_base_url, name)],
         "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"],
@@ -154,21 +161,31 @@ def as_metadata_urls(issuer: str) -> tuple[str, ...]:
 
 
 def internal_address(host: str) -> bool:
-    """Whether `host` is an IP literal (any form a resolver accepts: "127.1", "0x7f.1",
-    "2130706433", "[::ffff:10.0.0.1]") in a loopback, private, link-local, unique-local,
-    unspecified, multicast, reserved or CGNAT range. Names are not resolved."""
+    """Whether `host` is `localhost` (or under `.localhost`) or an IP literal (any form a
+    resolver accepts: "127.1", "0x7f.1", "2130706433", "[::ffff:10.0.0.1]", a trailing dot) in
+    a loopback, private, link-local, unique-local, unspecified, multicast, reserved or CGNAT
+    range, or an IPv6 transition address that embeds an IPv4 one (6to4, Teredo, NAT64), refused
+    whole rather than decoded. Other names are not resolved."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
     try:
-        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
-            host.strip("[]")
-        )
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
     except ValueError:
         try:
             # The forms getaddrinfo takes as IPv4 without a DNS query.
             address = ipaddress.IPv4Address(socket.inet_aton(host))
         except (OSError, ValueError):
             return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif (
+            address.sixtofour is not None
+            or address.teredo is not None
+            or any(address in net for net in _NAT64)
+        ):
+            return True
     return (
         address.is_private
         or address.is_loopback
@@ -218,7 +235,13 @@ def check_prm(
     scopes it supports."""
     name, url = entry.name, entry.required_text("url")
     resource = doc.get("resource")
-    if not isinstance(resource, str) or canonical_resource(resource) != canonical_resource(url):
+    try:
+        same = isinstance(resource, str) and canonical_resource(resource) == canonical_resource(url)
+    except ValueError:  # a port out of range, a broken IPv6 literal
+        raise discovery_error(
+            name, "the protected resource metadata's resource is not a URL"
+        ) from None
+    if not same:
         raise discovery_error(
             name,
             "the protected resource metadata names another resource than the configured url; "

@@ -17,7 +17,6 @@ import anyio
 import httpx2
 
 from binder.providers.mcp import (
-    CLIENT_NAME,
     KIND,
     as_metadata_urls,
     callback_url,
@@ -26,6 +25,7 @@ from binder.providers.mcp import (
     check_prm,
     checked_scopes,
     client_metadata_url,
+    client_name,
     discovery_error,
     endpoints,
     prm_urls,
@@ -218,7 +218,12 @@ async def choose_client(
 
     async def register() -> RegisteredClient:
         return await register_client(
-            name, endpoint, metadata, redirect_uris=redirect_uris, http=context.http
+            name,
+            endpoint,
+            metadata,
+            redirect_uris=redirect_uris,
+            http=context.http,
+            display_name=entry.display_name or name,
         )
 
     try:
@@ -241,13 +246,14 @@ async def register_client(
     *,
     redirect_uris: tuple[str, ...],
     http: httpx2.AsyncClient,
+    display_name: str | None = None,
 ) -> RegisteredClient:
     """RFC 7591 registration: a public client where the server allows one, else a secret."""
     supported = metadata.get("token_endpoint_auth_methods_supported")
     public = isinstance(supported, list) and "none" in supported
     method = "none" if public else secret_auth_method(name, metadata)
     request = {
-        "client_name": CLIENT_NAME,
+        "client_name": client_name(display_name or name),
         "redirect_uris": list(redirect_uris),
         "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"],

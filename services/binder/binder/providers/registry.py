@@ -29,6 +29,7 @@ from binder.providers.schema import (
     COMMON_FIELDS,
     BuildContext,
     ProviderConfigError,
+    ProviderDiscoveryError,
     ProviderEntry,
     ProviderKind,
     ResolveContext,
@@ -246,6 +247,15 @@ class ProviderRegistry:
             except ProviderConfigError as exc:
                 self._failures[name] = (self._clock(), exc)
                 raise
+            except Exception as exc:
+                # Any other failure (a document that breaks a parser, a bug) is remembered the
+                # same way, or callers could repeat it at will; its text is not (it may quote
+                # a value).
+                failure = ProviderDiscoveryError(
+                    f"provider {name!r}: discovery failed ({type(exc).__name__})"
+                )
+                self._failures[name] = (self._clock(), failure)
+                raise failure from None
             self._failures.pop(name, None)
             self._resolved[name] = spec
             return spec
