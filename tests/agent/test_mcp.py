@@ -649,6 +649,9 @@ async def test_a_5xx_for_one_user_does_not_hide_the_server_from_the_next() -> No
         (429, "rate_limited", False),  # this user's rate limit
         (502, "provider_invalid_scope", False),  # the provider refused this user's refresh
         (503, "refresh_busy", False),  # this user's refresh is running elsewhere
+        (503, "WriteConflict", False),  # this user's vault record
+        (502, "provider_ReadTimeout", False),  # this user's refresh timed out
+        (503, "<not a code>", False),
     ],
 )
 async def test_only_a_binder_failure_common_to_every_user_hides_the_server_from_others(

@@ -3,15 +3,17 @@
 cdk.json's example has one MCP server without a client id (`atlassian-mcp`): the binder
 registers its own client at the server's authorization server (its client metadata document,
 else dynamic registration) and keeps a dynamic registration in the vault as
-`{vault_prefix}/_mcp-client/{provider}` (services/binder/binder/registrations.py). These
-tests check that the existing grants cover exactly that, that no credentials secret nobody
-could fill is created, that the agent and the binder get the entry in the form each one parses,
-and that both can reach an MCP server and its authorization server over HTTPS.
+`{vault_prefix}/_mcp-client/{sha256(issuer, newline, provider)}`
+(services/binder/binder/registrations.py). These tests check that the existing grants cover
+exactly that, that no credentials secret nobody could fill is created, that the agent and the
+binder get the entry in the form each one parses, and that both can reach an MCP server and
+its authorization server over HTTPS.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 from typing import Any
 
@@ -91,18 +93,19 @@ def _allowed(
     )
 
 
-def _registration_secret_arn(provider: str) -> str:
-    name = f"{PREFIX}/_mcp-client/{provider}"
-    return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-AbCdEf"
+def _registration_secret_arn(issuer: str, provider: str = "atlassian-mcp") -> str:
+    digest = hashlib.sha256(f"{issuer}\n{provider}".encode()).hexdigest()
+    return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{PREFIX}/_mcp-client/{digest}-AbCdEf"
 
 
 def test_the_binder_can_keep_a_dynamic_registration_with_its_existing_grants(
     synth: Synthesized,
 ) -> None:
-    """Create (conditional, under the vault key, with the vault's two tags), read, and
-    compare-and-swap the registration secret, and use the key through Secrets Manager."""
+    """Create (conditional, under the vault key, with the vault's two tags), read,
+    compare-and-swap and delete the registration secret, and use the key through Secrets
+    Manager."""
     statements = _binder_statements(synth)
-    secret = _registration_secret_arn("atlassian-mcp")
+    secret = _registration_secret_arn("https://auth.atlassian.com")
     tags = [TAG_PROVIDER, TAG_USER_HASH]
     create = {"secretsmanager:KmsKeyArn": VAULT_KEY, "aws:TagKeys": tags}
     assert _allowed(statements, "secretsmanager:CreateSecret", secret, create)
@@ -111,6 +114,7 @@ def test_the_binder_can_keep_a_dynamic_registration_with_its_existing_grants(
         "secretsmanager:GetSecretValue",
         "secretsmanager:PutSecretValue",
         "secretsmanager:UpdateSecretVersionStage",
+        "secretsmanager:DeleteSecret",  # a failed registration's claim is deleted
     ):
         assert _allowed(statements, action, secret, {}), action
     via = {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}
@@ -122,7 +126,7 @@ def test_the_registration_grant_is_no_wider_than_the_vault(synth: Synthesized) -
     """The same grants refuse what the registration does not need: another key, a replica,
     another tag key, a secret outside the prefix, the key outside Secrets Manager."""
     statements = _binder_statements(synth)
-    secret = _registration_secret_arn("atlassian-mcp")
+    secret = _registration_secret_arn("https://auth.atlassian.com")
     tags = [TAG_PROVIDER, TAG_USER_HASH]
     other_key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-4000-8000-000000000000"
     assert not _allowed(

@@ -96,7 +96,8 @@ class ActionRefused:
 class BinderUnavailable(Exception):
     """The binder could not answer now. `code` says how (binder_502, binder_unreachable, an
     httpx2 error name); `reason` is the binder's own code from its JSON answer when it gave one
-    (provider_discovery, refresh_busy, ...), at most 64 characters of [a-z0-9_:]."""
+    (provider_discovery, refresh_busy, WriteConflict, ...): at most 64 characters of
+    [A-Za-z0-9_:.-], or "unrecognized" for a code outside that; None only without one."""
 
     def __init__(self, code: str, retry_after: int = 5, *, reason: str | None = None) -> None:
         super().__init__(code)
@@ -114,16 +115,19 @@ class BinderRefused(Exception):
         self.code = code
 
 
-_REASON = re.compile(r"[a-z0-9_:]{1,64}")
+_REASON = re.compile(r"[A-Za-z0-9_:.\-]{1,64}")
 
 
 def _reason(response: httpx2.Response) -> str | None:
     """The binder's `code` in an error answer (a load balancer's 502 has none)."""
     try:
-        code = response.json().get("code")
-    except (ValueError, AttributeError):
+        body = response.json()
+    except ValueError:
         return None
-    return code if isinstance(code, str) and _REASON.fullmatch(code) else None
+    if not isinstance(body, dict) or "code" not in body:
+        return None
+    code = body["code"]
+    return code if isinstance(code, str) and _REASON.fullmatch(code) else "unrecognized"
 
 
 class BinderClient:

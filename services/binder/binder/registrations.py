@@ -1,31 +1,33 @@
-"""Dynamically registered OAuth clients (RFC 7591), one per provider (for the authorization
-server it resolved to), kept in Secrets Manager under the vault prefix so every binder task and
-every restart reuses it.
+"""Dynamically registered OAuth clients (RFC 7591), one per (authorization server, provider),
+kept in Secrets Manager under the vault prefix so every binder task and every restart reuses it.
 
 One client per provider, with only that provider's callback, not one per issuer for every
 callback: a client valid for two providers' callbacks lets one provider's authorization server
 have another's code delivered to its callback (mix-up; binder.providers.mcp says how).
 
-Secret name `{prefix}/_mcp-client/{provider}` ("_" is not allowed in provider names, so no
-user's token secret can share it), created under the vault CMK with the vault's two tag keys
-(`oauth-provider` = the provider, `user-hash` = "client"), which the binder role's existing
-CreateSecret/TagResource grants allow. The stored value names its issuer and provider, both
-checked on every read; a registration for another issuer (the server moved, or names a new
-one) is replaced by a new one in the same secret, never used. One secret per provider, not
-per issuer: a server that names a new authorization server at each discovery cannot make the
-binder create secrets without end.
+Secret name `{prefix}/_mcp-client/{sha256(issuer + "\n" + provider)}` ("_" is not allowed in
+provider names, so no user's token secret can share it), created under the vault CMK with the
+vault's two tag keys (`oauth-provider` = the provider, `user-hash` = "client"), which the
+binder role's existing CreateSecret/TagResource grants allow. The stored value names its
+issuer and provider, both checked on every read.
 
 Registering twice would leave orphan clients at the authorization server, so the first user
 claims the registration with a conditional CreateSecret (it fails if the secret exists),
 registers, and compare-and-swaps the client in; the others wait for it. A claim older than
 `claim_seconds` (its holder died) is taken over with the same compare-and-swap; a failed
-registration marks its claim stale at once. In-process callers share one attempt per
-provider.
+registration deletes its claim (or, if that fails, marks it stale), so failures leave no secret
+behind: a server that names a new authorization server at each discovery gets no new secret
+from a failed registration, and one from a successful one only as often as a binder task
+discovers it (once per task: success is kept for the process). One secret per (issuer,
+provider), not one per provider overwritten: tasks that see different issuers each keep their
+own client, and a failed registration at a new issuer never destroys a working one.
+In-process callers share one attempt per (issuer, provider).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import secrets
 import time
@@ -91,8 +93,9 @@ class ClientRegistrations:
         self._locks: dict[str, anyio.Lock] = {}
         self.registrations = 0  # registrations this process made (tests and benchmarks)
 
-    def secret_name(self, provider: str) -> str:
-        return self._vault.named(f"_mcp-client/{provider}")
+    def secret_name(self, issuer: str, provider: str) -> str:
+        digest = hashlib.sha256(f"{issuer}\n{provider}".encode()).hexdigest()
+        return self._vault.named(f"_mcp-client/{digest}")
 
     async def get_or_register(
         self, *, provider: str, issuer: str, redirect_uri: str, register: Register
@@ -100,14 +103,14 @@ class ClientRegistrations:
         """The (issuer, provider) stored client if it has `redirect_uri`, else one `register()`
         made (by this caller, or by whoever claimed it first); RegistrationUnavailable
         otherwise."""
-        lock = self._locks.setdefault(provider, anyio.Lock())
+        lock = self._locks.setdefault(f"{issuer}\n{provider}", anyio.Lock())
         async with lock:
             return await self._get_or_register(provider, issuer, redirect_uri, register)
 
     async def _get_or_register(
         self, provider: str, issuer: str, redirect_uri: str, register: Register
     ) -> StoredClient:
-        name = self.secret_name(provider)
+        name = self.secret_name(issuer, provider)
         deadline = self._clock() + self._wait_seconds
         delay = 0.05
         while True:
@@ -132,10 +135,9 @@ class ClientRegistrations:
                 stale = data.get("status") == REGISTERING and (
                     float(data.get("claimed_at", 0)) + self._claim_seconds < self._clock()
                 )
-                if data.get("status") == REGISTERED or stale:
-                    # A registration without this callback (PUBLIC_BASE_URL changed) or for
-                    # another issuer, or a claim whose holder is gone: take it over, if no one
-                    # else did first.
+                if stored is not None or stale:
+                    # A registration without this callback (PUBLIC_BASE_URL changed), or a claim
+                    # whose holder is gone: take it over, if no one else did first.
                     won = await self._call(
                         self._vault.swap_secret(
                             name, self._claim(issuer, provider), expected=version
@@ -154,22 +156,11 @@ class ClientRegistrations:
         try:
             client = await register()
         except BaseException:
-            # Leave a claim anyone may take over at once, then let the error through.
+            # Remove the claim (nothing is left behind), then let the error through.
             with anyio.CancelScope(shield=True):
                 # Best effort: a claim left behind goes stale on its own.
                 with contextlib.suppress(Exception):
-                    await self._vault.swap_secret(
-                        name,
-                        json.dumps(
-                            {
-                                "status": REGISTERING,
-                                "issuer": issuer,
-                                "provider": provider,
-                                "claimed_at": 0,
-                            }
-                        ),
-                        expected=claim_version,
-                    )
+                    await self._release(name, claim_version, issuer, provider)
             raise
         self.registrations += 1
         value = {
@@ -193,6 +184,19 @@ class ClientRegistrations:
         result = _stored(name, value, issuer, provider)
         assert result is not None  # noqa: S101 - built just above
         return result
+
+    async def _release(self, name: str, claim_version: str, issuer: str, provider: str) -> None:
+        """Delete our failed claim if it is still the current version (a slow holder's claim
+        may have been taken over meanwhile: then it is the new holder's), else nothing. If the
+        delete is refused, mark the claim stale so that anyone may take it over at once."""
+        current = await self._read(name)
+        if current is None or current[1] != claim_version:
+            return
+        try:
+            await self._vault.delete_named(name)
+        except Exception:
+            stale = {"status": REGISTERING, "issuer": issuer, "provider": provider, "claimed_at": 0}
+            await self._vault.swap_secret(name, json.dumps(stale), expected=claim_version)
 
     def _claim(self, issuer: str, provider: str) -> str:
         return json.dumps(

@@ -249,6 +249,15 @@ class Vault:
         """Compare-and-swap: write `value` if `expected` is still current; else None."""
         return await self._swap(name, value, expected=expected)
 
+    async def delete_named(self, name: str) -> None:
+        """Delete the secret `name` at once (no recovery window, so the name is free again);
+        gone already is fine."""
+        try:
+            await self._call("delete_secret", SecretId=name, ForceDeleteWithoutRecovery=True)
+        except ClientError as exc:
+            if _code(exc) != _NOT_FOUND:
+                raise VaultUnavailable(_code(exc)) from None
+
     async def _current(self, name: str) -> dict[str, Any] | None:
         """The AWSCURRENT version (asked for by label: moto's default can lag behind)."""
         try:

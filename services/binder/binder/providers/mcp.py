@@ -84,6 +84,10 @@ _DEFAULT_PORTS: Final = {"https": 443, "http": 80}
 # Where a URL from a discovery document must not point (beside loopback, RFC 1918, link-local,
 # unique-local and unspecified, which ipaddress knows): CGNAT (RFC 6598).
 _CGNAT: Final = ipaddress.ip_network("100.64.0.0/10")
+# Names the images' /etc/hosts maps to loopback (Debian: localhost, ip6-localhost, ...).
+_LOOPBACK_NAMES: Final = frozenset(
+    {"localhost", "localhost6", "ip6-localhost", "ip6-loopback", "localhost.localdomain"}
+)
 _NAT64: Final = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
@@ -167,7 +171,7 @@ def internal_address(host: str) -> bool:
     range, or an IPv6 transition address that embeds an IPv4 one (6to4, Teredo, NAT64), refused
     whole rather than decoded. Other names are not resolved."""
     host = host.strip("[]").rstrip(".").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
         return True
     try:
         address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
@@ -181,7 +185,8 @@ def internal_address(host: str) -> bool:
         if address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         elif (
-            address.sixtofour is not None
+            address.is_site_local  # fec0::/10, deprecated but still routed by some stacks
+            or address.sixtofour is not None
             or address.teredo is not None
             or any(address in net for net in _NAT64)
         ):
