@@ -97,7 +97,9 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
     from devstack.__main__ import PROVIDER, USERS
 
     with tempfile.TemporaryDirectory(prefix="approval-bench-") as tmp:
-        stack = running.start(("moto-port", "notes-port"), Path(tmp), timeout=120)
+        # Without the local MCP server: its Connect item would be in every turn's answer, and
+        # this measures the notes API's approval round trip (bench/mcp_bench.py measures MCP).
+        stack = running.start(("moto-port", "notes-port"), Path(tmp), timeout=120, mcp=False)
         urls = stack.urls
         try:
             edge = stack.edge
