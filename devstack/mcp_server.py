@@ -35,7 +35,6 @@ Run: python -m devstack.mcp_server --port P --issuer URL [--scope S]   (127.0.0.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import hashlib
 import logging
@@ -51,7 +50,6 @@ from typing import Any, TypeGuard
 import httpx2
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet, RSAKey
 from joserfc.jws import extract_compact
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -68,6 +66,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from devstack import serving
+from devstack.jwks import IssuerKeys
 
 LOOPBACK = "127.0.0.1"
 PATH = "/mcp"
@@ -79,9 +78,7 @@ MAX_BODY_CHARS = 10_000
 MAX_NOTES_PER_USER = 1000
 MAX_TOKEN_CHARS = 8192
 MAX_SEEN_TOKENS = 1000
-MAX_DOCUMENT_BYTES = 64 * 1024
 LEEWAY_SECONDS = 30
-JWKS_REFETCH_SECONDS = 10.0
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 NO_STORE = {"cache-control": "no-store"}
 
@@ -123,46 +120,14 @@ class JwtTokenVerifier:
     """The SDK's TokenVerifier protocol for RFC 9068 access tokens of one issuer.
 
     Returns None (the SDK then answers 401 invalid_token) for anything not issued by the issuer
-    for this resource; the reason is logged as a short code. Keys are cached; an unknown `kid`
-    triggers one refetch at most every JWKS_REFETCH_SECONDS.
+    for this resource; the reason is logged as a short code. Keys: devstack.jwks.
     """
 
     def __init__(self, config: McpConfig, seen: Seen | None = None) -> None:
         self._config = config
         self._seen = seen or Seen()
-        self.http: httpx2.AsyncClient | None = None  # set by the app's lifespan
-        self._keys: dict[str, RSAKey] = {}
-        self._fetched_at = float("-inf")
-        self._lock = asyncio.Lock()
-
-    async def _get_json(self, url: str) -> Any:
-        if self.http is None:
-            raise RuntimeError("the verifier's HTTP client starts with the app's lifespan")
-        response = await self.http.get(url, headers={"accept": "application/json"})
-        if response.status_code != 200 or len(response.content) > MAX_DOCUMENT_BYTES:
-            raise ValueError(f"answered {response.status_code}")
-        return response.json()
-
-    async def _refresh_keys(self) -> None:
-        async with self._lock:
-            if time.monotonic() - self._fetched_at < JWKS_REFETCH_SECONDS:
-                return
-            self._fetched_at = time.monotonic()
-            try:
-                issuer = self._config.issuer
-                document = await self._get_json(f"{issuer}/.well-known/oauth-authorization-server")
-                if not isinstance(document, dict) or document.get("issuer") != issuer:
-                    raise ValueError("the metadata names another issuer")
-                jwks_uri = document.get("jwks_uri")
-                if not isinstance(jwks_uri, str):
-                    raise ValueError("the metadata has no jwks_uri")
-                key_set = KeySet.import_key_set(await self._get_json(jwks_uri))
-            except (httpx2.HTTPError, ValueError, JoseError) as exc:
-                log.warning("JWKS unavailable: %s", type(exc).__name__)
-                return
-            for key in key_set.keys:
-                if isinstance(key, RSAKey) and key.kid is not None:
-                    self._keys[str(key.kid)] = key
+        # Its HTTP client is set by the app's lifespan.
+        self.keys = IssuerKeys(config.issuer, ".well-known/oauth-authorization-server")
 
     async def verify_token(self, token: str) -> AccessToken | None:
         self._seen.token(token)
@@ -199,9 +164,7 @@ class JwtTokenVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise _Refused("unknown_key")
-        if kid not in self._keys:
-            await self._refresh_keys()
-        key = self._keys.get(kid)
+        key = await self.keys.key(kid)
         if key is None:
             raise _Refused("unknown_key")
         try:
@@ -395,12 +358,12 @@ def create_app(config: McpConfig) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with httpx2.AsyncClient(timeout=5.0, follow_redirects=False, trust_env=False) as http:
-            verifier.http = http
+            verifier.keys.http = http
             try:
                 async with sdk_lifespan(app):
                     yield
             finally:
-                verifier.http = None
+                verifier.keys.http = None
 
     app.router.lifespan_context = lifespan
     app.state.store = store

@@ -30,7 +30,6 @@ Run: python -m devstack.notes_server --port P --issuer URL --client-id ID [--aud
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -47,7 +46,7 @@ from typing import Any
 import httpx2
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet, RSAKey
+from joserfc.jwk import RSAKey
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -55,6 +54,7 @@ from starlette.routing import Route
 
 from devstack import serving
 from devstack.edge import read_body
+from devstack.jwks import IssuerKeys
 
 LOOPBACK = "127.0.0.1"
 SCOPE = "notes"
@@ -65,9 +65,7 @@ MAX_BODY_CHARS = 10_000
 MAX_REQUEST_BYTES = 256 * 1024
 MAX_NOTES_PER_USER = 1000
 MAX_TOKEN_CHARS = 8192
-MAX_DOCUMENT_BYTES = 64 * 1024
 LEEWAY_SECONDS = 30
-JWKS_REFETCH_SECONDS = 10.0
 ALGORITHMS = ("RS256",)
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 NO_STORE = {"cache-control": "no-store"}
@@ -118,54 +116,14 @@ class Store:
 
 
 class TokenVerifier:
-    """RFC 9068 access tokens of one issuer, with its JWKS cached (one refetch per unknown `kid`,
-    at most every JWKS_REFETCH_SECONDS; keys already known keep working if the issuer is down)."""
+    """RFC 9068 access tokens of one issuer (its keys: devstack.jwks)."""
 
     def __init__(self, config: NotesConfig, http: httpx2.AsyncClient) -> None:
         self._config = config
-        self._http = http
-        self._keys: dict[str, RSAKey] = {}
-        self._fetched_at = float("-inf")
-        self._lock = asyncio.Lock()
-
-    async def _get_json(self, url: str) -> Any:
-        response = await self._http.get(url, headers={"accept": "application/json"})
-        if response.status_code != 200 or len(response.content) > MAX_DOCUMENT_BYTES:
-            raise ValueError(f"{url} answered {response.status_code}")
-        return response.json()
-
-    async def _refresh_keys(self) -> None:
-        async with self._lock:
-            if time.monotonic() - self._fetched_at < JWKS_REFETCH_SECONDS:
-                return
-            self._fetched_at = time.monotonic()
-            try:
-                discovery = await self._get_json(
-                    f"{self._config.issuer}/.well-known/openid-configuration"
-                )
-                if (
-                    not isinstance(discovery, dict)
-                    or discovery.get("issuer") != self._config.issuer
-                ):
-                    raise ValueError("the discovery document names another issuer")
-                jwks_uri = discovery.get("jwks_uri")
-                if not isinstance(jwks_uri, str):
-                    raise ValueError("the discovery document has no jwks_uri")
-                key_set = KeySet.import_key_set(await self._get_json(jwks_uri))
-            except (httpx2.HTTPError, ValueError, JoseError) as exc:
-                log.warning("JWKS unavailable: %s", type(exc).__name__)
-                return
-            keys = {
-                str(key.kid): key
-                for key in key_set.keys
-                if isinstance(key, RSAKey) and key.kid is not None
-            }
-            self._keys.update(keys)
+        self._keys = IssuerKeys(config.issuer, ".well-known/openid-configuration", http)
 
     async def _key(self, kid: str) -> RSAKey:
-        if kid not in self._keys:
-            await self._refresh_keys()
-        key = self._keys.get(kid)
+        key = await self._keys.key(kid)
         if key is None:
             raise Refused("unknown_key")
         return key

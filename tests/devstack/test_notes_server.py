@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from devstack import notes_server, oidc_provider
+from devstack import jwks, notes_server, oidc_provider
 
 ISSUER = "http://provider.test"
 AUDIENCE = "http://127.0.0.1:8105"
@@ -280,7 +280,7 @@ def test_a_rotated_key_is_found(
     assert client.get("/notes", headers=bearer(mint())).status_code == 200
     new = RSAKey.generate_key(2048, parameters={"kid": "k2"}, private=True)
     issuer.keys.append(new)
-    monkeypatch.setattr(notes_server, "JWKS_REFETCH_SECONDS", 0.0)
+    monkeypatch.setattr(jwks, "REFETCH_SECONDS", 0.0)
     assert client.get("/notes", headers=bearer(mint(key=new))).status_code == 200
 
 
