@@ -166,7 +166,6 @@ class State:
     used_codes: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_CODES))
     refresh: OrderedDict[str, Grant] = field(default_factory=OrderedDict)  # hash -> grant
     used_refresh: OrderedDict[str, str] = field(default_factory=OrderedDict)  # hash -> family
-    revoked_families: set[str] = field(default_factory=set)
     authorization_requests: deque[dict[str, Any]] = field(
         default_factory=lambda: deque(maxlen=MAX_RECORDED)
     )
@@ -625,6 +624,10 @@ def create_app(
         check_resource(form, grant)
         return issue(grant, client)
 
+    def revoke_family(family: str) -> None:
+        for key in [k for k, g in state.refresh.items() if g.family == family]:
+            del state.refresh[key]
+
     def refresh(form: dict[str, str], client: Client) -> dict[str, Any]:
         token_hash = _sha256(form.get("refresh_token", ""))
         grant = state.refresh.pop(token_hash, None)
@@ -632,9 +635,7 @@ def create_app(
             family = state.used_refresh.get(token_hash)
             if family is not None:
                 state.counters.refresh_replays += 1
-                state.revoked_families.add(family)
-                for key in [k for k, g in state.refresh.items() if g.family == family]:
-                    del state.refresh[key]
+                revoke_family(family)
                 log.warning("refresh token replayed: its family is revoked")
             raise OAuthError("invalid_grant", "unknown, used or revoked refresh token")
         if grant.client_id != client.client_id:
@@ -660,9 +661,7 @@ def create_app(
         token_hash = _sha256(form.get("token", ""))
         grant = state.refresh.get(token_hash)
         if grant is not None and grant.client_id == client.client_id:
-            state.revoked_families.add(grant.family)
-            for key in [k for k, g in state.refresh.items() if g.family == grant.family]:
-                del state.refresh[key]
+            revoke_family(grant.family)
             state.counters.revocations += 1
         return Response(status_code=200, headers=NO_STORE)  # RFC 7009: 200 whatever the token
 

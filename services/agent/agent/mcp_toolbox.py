@@ -95,7 +95,6 @@ class McpToolbox:
         self._max_entries = max_entries
         self._clock = clock
         self._cache: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
-        self.listings = 0  # tools/list sessions opened (for tests and the bench)
         self._sdk_loaded = threading.Event()
 
     def _load_sdk(self) -> None:
@@ -196,7 +195,6 @@ class McpToolbox:
                 "(the Connect button), then ask again."
             )
             return (), (notice,), grant
-        self.listings += 1
         try:
             listing = await self._client.list_tools(server, grant.access_token)
         except McpFailure as exc:

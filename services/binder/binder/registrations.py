@@ -91,7 +91,6 @@ class ClientRegistrations:
         self._clock = clock
         self._owner = secrets.token_hex(8)
         self._locks: dict[str, anyio.Lock] = {}
-        self.registrations = 0  # registrations this process made (tests and benchmarks)
 
     def secret_name(self, issuer: str, provider: str) -> str:
         digest = hashlib.sha256(f"{issuer}\n{provider}".encode()).hexdigest()
@@ -162,7 +161,6 @@ class ClientRegistrations:
                 with contextlib.suppress(Exception):
                     await self._release(name, claim_version, issuer, provider)
             raise
-        self.registrations += 1
         value = {
             "status": REGISTERED,
             "issuer": issuer,

@@ -216,13 +216,7 @@ class Vault:
         """Delete at once (no recovery window), so the user can connect again right away."""
         name = self.secret_name(user_hash, provider)
         self._cache.pop(name, None)
-        try:
-            await self._call("delete_secret", SecretId=name, ForceDeleteWithoutRecovery=True)
-        except ClientError as exc:
-            if _code(exc) == _NOT_FOUND:
-                return False
-            raise VaultUnavailable(_code(exc)) from None
-        return True
+        return await self.delete_named(name)
 
     # -- other secrets under the vault prefix (binder.registrations) ----------------------------
 
@@ -249,14 +243,16 @@ class Vault:
         """Compare-and-swap: write `value` if `expected` is still current; else None."""
         return await self._swap(name, value, expected=expected)
 
-    async def delete_named(self, name: str) -> None:
+    async def delete_named(self, name: str) -> bool:
         """Delete the secret `name` at once (no recovery window, so the name is free again);
-        gone already is fine."""
+        False if it was gone already."""
         try:
             await self._call("delete_secret", SecretId=name, ForceDeleteWithoutRecovery=True)
         except ClientError as exc:
-            if _code(exc) != _NOT_FOUND:
-                raise VaultUnavailable(_code(exc)) from None
+            if _code(exc) == _NOT_FOUND:
+                return False
+            raise VaultUnavailable(_code(exc)) from None
+        return True
 
     async def _current(self, name: str) -> dict[str, Any] | None:
         """The AWSCURRENT version (asked for by label: moto's default can lag behind)."""

@@ -8,19 +8,18 @@ live here and other families' identity tools reuse them (``identity_phrases``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 import httpx2
 
+from agent.settings import PROVIDER_NAME_RE
 from agent.tools.base import Phrase, Tool, ToolContext, ToolPhrases, ToolSpec
 from agent.tools.http import Api, BaseTool, check_base_url, clip, shape_error
 from agent.tools.registry import TOOL_NAME_RE, ToolFamily
 from agent.tools.replies import identity_reply
 
 # The binder's provider-name rule: lowercase letters, digits and inner hyphens, 1-32 chars.
-_PROVIDER_RE: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 
 _WHO: Final = r"\b(?:who\s*am\s*i|whoami)\b"
 IDENTITY_GROUP: Final = "identity"
@@ -66,10 +65,10 @@ class OidcWhoami(BaseTool):
     CLAIMS: Final = ("sub", "name", "email", "preferred_username")
 
     def __init__(self, provider: str, userinfo_endpoint: str) -> None:
-        if _PROVIDER_RE.fullmatch(provider) is None:
+        if PROVIDER_NAME_RE.fullmatch(provider) is None:
             raise ValueError(f"invalid provider name {provider!r}")
         name = f"{provider.replace('-', '_')}_whoami"
-        if TOOL_NAME_RE.fullmatch(name) is None:  # pragma: no cover - implied by _PROVIDER_RE
+        if TOOL_NAME_RE.fullmatch(name) is None:  # pragma: no cover - implied by PROVIDER_NAME_RE
             raise ValueError(f"invalid tool name {name!r}")
         endpoint = check_base_url(
             userinfo_endpoint, f"the {provider} userinfo endpoint", strip=False

@@ -22,6 +22,7 @@ from binder.providers.schema import (
     BuildContext,
     ProviderDiscoveryError,
     ProviderEntry,
+    ResolveContext,
     parse_entry,
 )
 from binder.providers.spec import ProviderSpec
@@ -82,16 +83,17 @@ async def fetch_document(name: str, url: str, http: httpx2.AsyncClient) -> Mappi
     return doc
 
 
-async def resolve(
-    entry: ProviderEntry, http: httpx2.AsyncClient, *, allow_insecure_loopback: bool = False
-) -> ProviderSpec:
-    """The spec of an entry whose kind discovers its endpoints."""
+async def resolve(entry: ProviderEntry, context: ResolveContext) -> ProviderSpec:
+    """The spec of an entry whose kind discovers its endpoints: the kind's own `resolve` when
+    it has one (mcp), else its one discovery document."""
     kind = KINDS[entry.kind]
+    loopback = context.allow_insecure_loopback
+    if kind.resolve is not None:
+        return await kind.resolve(entry, context)
     if kind.discovery_url is None:
-        return kind.spec(entry, BuildContext(allow_insecure_loopback=allow_insecure_loopback))
-    document = await fetch_document(entry.name, kind.discovery_url(entry), http)
-    context = BuildContext(allow_insecure_loopback=allow_insecure_loopback, document=document)
-    return kind.spec(entry, context)
+        return kind.spec(entry, BuildContext(allow_insecure_loopback=loopback))
+    document = await fetch_document(entry.name, kind.discovery_url(entry), context.http)
+    return kind.spec(entry, BuildContext(allow_insecure_loopback=loopback, document=document))
 
 
 async def discover_oidc(
@@ -119,4 +121,5 @@ async def discover_oidc(
         },
         allow_insecure_loopback=allow_insecure_loopback,
     )
-    return await resolve(entry, http, allow_insecure_loopback=allow_insecure_loopback)
+    context = ResolveContext(http=http, allow_insecure_loopback=allow_insecure_loopback)
+    return await resolve(entry, context)

@@ -73,7 +73,7 @@ from binder.providers.schema import (
     scopes_field,
     url_field,
 )
-from binder.providers.spec import ProviderSpec, entry_fields
+from binder.providers.spec import ProviderSpec, callback_url, entry_fields
 
 # The binder's Client ID Metadata Documents, one per mcp provider at `{prefix}{name}.json`, on
 # its public port: the only unauthenticated /oauth2/ paths (the edge lets them through without
@@ -107,10 +107,6 @@ def canonical_resource(url: str) -> str:
     netloc = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
     path = "" if parts.path == "/" else parts.path
     return urlunsplit((scheme, netloc, path, parts.query, ""))
-
-
-def callback_url(public_base_url: str, name: str) -> str:
-    return f"{public_base_url.rstrip('/')}/oauth2/callback/{name}"
 
 
 def client_metadata_url(public_base_url: str, name: str) -> str:

@@ -19,7 +19,6 @@ import httpx2
 from binder.providers.mcp import (
     KIND,
     as_metadata_urls,
-    callback_url,
     check_as_metadata,
     check_discovered_url,
     check_prm,
@@ -40,7 +39,7 @@ from binder.providers.schema import (
     check_client_id,
     check_url,
 )
-from binder.providers.spec import ProviderSpec
+from binder.providers.spec import ProviderSpec, callback_url
 from binder.registrations import RegisteredClient, RegistrationUnavailable
 from svc_common.fetch import FetchFailed, get_capped
 

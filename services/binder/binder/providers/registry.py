@@ -229,21 +229,14 @@ class ProviderRegistry:
             if spec is not None:
                 return spec
             self._raise_recent_failure(name)
-            entry = self._pending[name].entry
-            kind = KINDS[entry.kind]
+            context = ResolveContext(
+                http=http,
+                allow_insecure_loopback=self._allow_insecure_loopback,
+                public_base_url=self._public_base_url,
+                registrations=self._registrations,
+            )
             try:
-                if kind.resolve is not None:
-                    context = ResolveContext(
-                        http=http,
-                        allow_insecure_loopback=self._allow_insecure_loopback,
-                        public_base_url=self._public_base_url,
-                        registrations=self._registrations,
-                    )
-                    spec = await kind.resolve(entry, context)
-                else:
-                    spec = await resolve(
-                        entry, http, allow_insecure_loopback=self._allow_insecure_loopback
-                    )
+                spec = await resolve(self._pending[name].entry, context)
             except ProviderConfigError as exc:
                 self._failures[name] = (self._clock(), exc)
                 raise

@@ -166,7 +166,12 @@ class ProviderSpec:
 
     def callback_url(self, public_base_url: str) -> str:
         """The redirect URI registered with the provider: one per provider (mix-up defence)."""
-        return f"{public_base_url.rstrip('/')}/oauth2/callback/{self.name}"
+        return callback_url(public_base_url, self.name)
+
+
+def callback_url(public_base_url: str, name: str) -> str:
+    """Provider `name`'s redirect URI (also what a client the binder registers itself lists)."""
+    return f"{public_base_url.rstrip('/')}/oauth2/callback/{name}"
 
 
 def entry_fields(entry: ProviderEntry) -> dict[str, Any]:
